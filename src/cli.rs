@@ -1,0 +1,82 @@
+//! Command-line arguments (clap derive). Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Warm a pull-through registry cache (Quay cache orgs) with everything an OpenShift cluster
+/// will pull, and prove the cache holds it.
+#[derive(Debug, Parser)]
+#[command(name = "prewarm", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Registry credentials (pull-secret.json, auth.json or docker config.json).
+    /// Default: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// No progress output; errors and the summary only.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More detail in the log (repeat for more).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Attempts per request before an error is final (connection errors, 5xx, 429).
+    #[arg(long, global = true, default_value_t = 5, value_name = "N")]
+    pub retries: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Resolve every source to digests and print the plan: images, manifests, unique blobs.
+    #[command(after_help = "Example:\n  prewarm plan job.yaml\n  prewarm plan job.yaml -o json > plan.json")]
+    Plan(PlanArgs),
+    /// Pull every manifest and blob of the plan through the cache orgs so the cache holds them.
+    #[command(after_help = "Example:\n  prewarm warm job.yaml --jobs 16 --report warm.json\n\nExit status: 0 when every image is warm, 1 when any image failed (each is named), 2 on bad input.")]
+    Warm(RunArgs),
+    /// Ask the cache for every manifest and blob of the plan; list what it does not hold.
+    #[command(after_help = "Example:\n  prewarm verify job.yaml --report verify.json\n\nA pull-through cache that can reach its upstream fetches what it lacks when asked: run verify\nwith the upstream unreachable to prove the cache alone holds everything.\n\nExit status: 0 when everything is present, 1 when anything is missing or failed, 2 on bad input.")]
+    Verify(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The job file (YAML).
+    pub job: PathBuf,
+    /// Output format on stdout.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Transfers at once (default: the job's `concurrency`).
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file (YAML).
+    pub job: PathBuf,
+    /// Transfers at once (default: the job's `concurrency`).
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Write the JSON report here (see the README for its schema).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The state database. Default: $XDG_STATE_HOME/prewarm/state.db.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_state")]
+    pub state: Option<PathBuf>,
+    /// Keep no state: every blob is fetched in full and nothing is recorded.
+    #[arg(long)]
+    pub no_state: bool,
+}

@@ -1,0 +1,133 @@
+//! One function per subcommand: turn arguments and the job into settings, run the stages
+//! (plan, then an executor), print and write the report, and choose the exit status.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::auth::AuthStore;
+use crate::cli::{Global, Output, PlanArgs, RunArgs};
+use crate::exec::{self, Work};
+use crate::job::Job;
+use crate::plan::{self, Plan};
+use crate::progress::{self, human_bytes, Reporter};
+use crate::registry::{Registries, RetryPolicy};
+use crate::report::{RunReport, RunSummary};
+use crate::state::{self, State};
+
+/// Exit status when some images failed or are missing; bad input is 2 (see `main`).
+pub const EXIT_INCOMPLETE: i32 = 1;
+
+fn load(job_path: &Path, global: &Global) -> Result<(Arc<Job>, Registries)> {
+    let job = Arc::new(Job::load(job_path)?);
+    let auth = AuthStore::discover(global.authfile.as_deref())?;
+    let retry = RetryPolicy { attempts: global.retries.max(1), ..RetryPolicy::default() };
+    let registries = Registries::new(job.clone(), auth, retry);
+    Ok((job, registries))
+}
+
+pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
+    let (mut job, registries) = load(&args.job, global)?;
+    if let Some(j) = args.jobs {
+        Arc::make_mut(&mut job).concurrency = j.max(1);
+    }
+    let reporter = progress::for_run(global.quiet);
+    let plan = plan::build(&job, &registries, reporter.as_ref()).await?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        Output::Text => print_plan(&plan),
+    }
+    for f in &plan.failures {
+        eprintln!("error: {} ({}): {}", f.reference, f.origin, f.error);
+    }
+    Ok(if plan.failures.is_empty() { 0 } else { EXIT_INCOMPLETE })
+}
+
+fn print_plan(plan: &Plan) {
+    for image in &plan.images {
+        println!(
+            "{}  {}  {} manifests, {} blobs, {}  [{}]  from {}",
+            image.source,
+            image.digest,
+            image.manifests.len(),
+            image.blobs.len(),
+            human_bytes(image.bytes),
+            if image.platforms.is_empty() { "single platform".to_string() } else { image.platforms.join(",") },
+            image.origin
+        );
+    }
+    let s = plan.summary();
+    println!(
+        "plan: {} images, {} manifests, {} unique blobs, {}{}",
+        s.images,
+        s.manifests,
+        s.blobs,
+        human_bytes(s.bytes),
+        if s.failures > 0 { format!(", {} failed to resolve", s.failures) } else { String::new() }
+    );
+}
+
+#[derive(Clone, Copy)]
+pub enum Executor {
+    Warm,
+    Verify,
+}
+
+pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<i32> {
+    let started = Instant::now();
+    let started_at = state::now();
+    let (job, registries) = load(&args.job, global)?;
+    let cache_host = job.cache()?.host.clone();
+    let state = match (&args.state, args.no_state) {
+        (_, true) => None,
+        (Some(p), false) => Some(State::open(p)?),
+        (None, false) => Some(State::open(&State::default_path())?),
+    };
+    let reporter: Box<dyn Reporter> = progress::for_run(global.quiet);
+    let plan = plan::build(&job, &registries, reporter.as_ref()).await?;
+    let work = Work {
+        job: &job,
+        registries: &registries,
+        state: state.as_ref(),
+        reporter: reporter.as_ref(),
+        jobs: args.jobs.unwrap_or(job.concurrency).max(1),
+    };
+    let (command, images) = match executor {
+        Executor::Warm => ("warm", exec::warm::warm(&work, &plan).await?),
+        Executor::Verify => ("verify", exec::verify::verify(&work, &plan).await?),
+    };
+    let stats = &registries.stats;
+    let summary = plan.summary();
+    let mut report = RunReport {
+        prewarm_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: command.to_string(),
+        job: args.job.display().to_string(),
+        cache: Some(cache_host),
+        started_at,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        summary: RunSummary {
+            manifests: summary.manifests,
+            blobs: summary.blobs,
+            bytes_planned: summary.bytes,
+            bytes_transferred: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            requests: stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+            retries: stats.retries.load(std::sync::atomic::Ordering::Relaxed),
+            resumed: stats.resumed.load(std::sync::atomic::Ordering::Relaxed),
+            ..RunSummary::default()
+        },
+        images,
+    };
+    report.tally();
+    if let Some(state) = &state {
+        if let Err(e) = state.record_run(command, started_at, &serde_json::to_value(&report.summary)?) {
+            tracing::warn!("cannot record the run in the state: {e:#}");
+        }
+    }
+    if let Some(path) = &args.report {
+        report.write_json(path).with_context(|| "--report")?;
+    }
+    report.print_summary(&mut std::io::stderr())?;
+    Ok(if report.failed().next().is_some() { EXIT_INCOMPLETE } else { 0 })
+}

@@ -1,0 +1,19 @@
+//! prewarm: read what an OpenShift cluster needs, resolve it to digests, and warm a
+//! pull-through cache (Quay cache orgs) with every manifest and blob — or prove it holds them.
+//!
+//! The data flows one way: sources ([`job`]) → [`plan`] (images, manifests, unique blobs) →
+//! executors ([`exec`]: warm, verify) → [`report`]. [`registry`] is the one transport every
+//! stage uses; [`progress`] is the only place that draws.
+
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod exec;
+pub mod job;
+pub mod lab;
+pub mod plan;
+pub mod progress;
+pub mod reference;
+pub mod registry;
+pub mod report;
+pub mod state;

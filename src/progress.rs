@@ -1,0 +1,194 @@
+//! Progress reporting. Stages call the [`Reporter`] trait and never draw: on a terminal the
+//! [`Bars`] reporter shows indicatif bars (bytes, items), elsewhere [`LogLines`] prints a plain
+//! line now and then so cron logs and CI show a run is alive without a flood.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub trait Reporter: Send + Sync {
+    /// A stage starts: `items` things to do, `bytes` to move (0 when unknown).
+    fn phase(&self, name: &str, items: u64, bytes: u64);
+    fn item_done(&self, label: &str, ok: bool);
+    fn bytes(&self, n: u64);
+    /// A line worth showing even on a terminal (a failure, a warning).
+    fn message(&self, line: &str);
+    fn finish_phase(&self);
+}
+
+/// Says nothing.
+pub struct Quiet;
+
+impl Reporter for Quiet {
+    fn phase(&self, _: &str, _: u64, _: u64) {}
+    fn item_done(&self, _: &str, _: bool) {}
+    fn bytes(&self, _: u64) {}
+    fn message(&self, _: &str) {}
+    fn finish_phase(&self) {}
+}
+
+/// Plain log lines on stderr: the phase, a line at most every few seconds, the end.
+pub struct LogLines {
+    state: Mutex<LogState>,
+    done: AtomicU64,
+    failed: AtomicU64,
+    moved: AtomicU64,
+}
+
+struct LogState {
+    name: String,
+    items: u64,
+    bytes: u64,
+    started: Instant,
+    last: Instant,
+}
+
+impl Default for LogLines {
+    fn default() -> Self {
+        let now = Instant::now();
+        LogLines {
+            state: Mutex::new(LogState { name: String::new(), items: 0, bytes: 0, started: now, last: now }),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LogLines {
+    fn line(&self, s: &LogState) -> String {
+        let mut line = format!(
+            "{}: {}/{} done",
+            s.name,
+            self.done.load(Ordering::Relaxed),
+            s.items
+        );
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            line.push_str(&format!(", {failed} failed"));
+        }
+        let moved = self.moved.load(Ordering::Relaxed);
+        if s.bytes > 0 || moved > 0 {
+            line.push_str(&format!(", {} of {}", human_bytes(moved), human_bytes(s.bytes)));
+        }
+        line.push_str(&format!(", {:.1}s", s.started.elapsed().as_secs_f64()));
+        line
+    }
+}
+
+impl Reporter for LogLines {
+    fn phase(&self, name: &str, items: u64, bytes: u64) {
+        let mut s = self.state.lock().expect("log state");
+        *s = LogState { name: name.to_string(), items, bytes, started: Instant::now(), last: Instant::now() };
+        self.done.store(0, Ordering::Relaxed);
+        self.failed.store(0, Ordering::Relaxed);
+        self.moved.store(0, Ordering::Relaxed);
+        eprintln!("{name}: {items} to do{}", if bytes > 0 { format!(", {}", human_bytes(bytes)) } else { String::new() });
+    }
+    fn item_done(&self, _: &str, ok: bool) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut s = self.state.lock().expect("log state");
+        if s.last.elapsed() >= Duration::from_secs(5) {
+            s.last = Instant::now();
+            eprintln!("{}", self.line(&s));
+        }
+    }
+    fn bytes(&self, n: u64) {
+        self.moved.fetch_add(n, Ordering::Relaxed);
+    }
+    fn message(&self, line: &str) {
+        eprintln!("{line}");
+    }
+    fn finish_phase(&self) {
+        let s = self.state.lock().expect("log state");
+        eprintln!("{}", self.line(&s));
+    }
+}
+
+/// indicatif bars on a terminal: one for bytes, one for items.
+pub struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<Option<(ProgressBar, ProgressBar)>>,
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Bars { multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), bars: Mutex::new(None) }
+    }
+}
+
+impl Reporter for Bars {
+    fn phase(&self, name: &str, items: u64, bytes: u64) {
+        let item_bar = self.multi.add(ProgressBar::new(items));
+        item_bar.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        item_bar.set_prefix(name.to_string());
+        let byte_bar = self.multi.add(ProgressBar::new(bytes));
+        byte_bar.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        byte_bar.set_prefix("bytes");
+        if bytes == 0 {
+            byte_bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        item_bar.enable_steady_tick(Duration::from_millis(200));
+        *self.bars.lock().expect("bars") = Some((item_bar, byte_bar));
+    }
+    fn item_done(&self, label: &str, _ok: bool) {
+        if let Some((items, _)) = &*self.bars.lock().expect("bars") {
+            items.inc(1);
+            items.set_message(label.to_string());
+        }
+    }
+    fn bytes(&self, n: u64) {
+        if let Some((_, bytes)) = &*self.bars.lock().expect("bars") {
+            bytes.inc(n);
+        }
+    }
+    fn message(&self, line: &str) {
+        let _ = self.multi.println(line);
+    }
+    fn finish_phase(&self) {
+        if let Some((items, bytes)) = self.bars.lock().expect("bars").take() {
+            items.finish_and_clear();
+            bytes.finish_and_clear();
+        }
+    }
+}
+
+/// Bars on a terminal, log lines elsewhere, nothing when quiet.
+pub fn for_run(quiet: bool) -> Box<dyn Reporter> {
+    use std::io::IsTerminal;
+    if quiet {
+        Box::new(Quiet)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(Bars::default())
+    } else {
+        Box::new(LogLines::default())
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,143 @@
+//! What a run did, for people (a short summary on stderr) and for machines (the JSON report of
+//! `--report FILE`, written atomically so a monitor never reads half a file).
+//!
+//! The JSON schema is documented in the README ("Report").
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::progress::human_bytes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    /// Something was fetched through the cache this run.
+    Warmed,
+    /// Every part was already verified in the cache by an earlier run and is still there.
+    Cached,
+    /// `verify`: the cache holds every manifest and blob.
+    Present,
+    /// `verify`: something is missing (see `missing`).
+    Missing,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageReport {
+    pub reference: String,
+    pub digest: Option<String>,
+    pub status: ImageStatus,
+    /// Bytes moved for this image's blobs in this run.
+    pub bytes: u64,
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// `verify`: what the cache does not hold, as `manifest sha256:…` / `blob sha256:…`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub images: usize,
+    pub warmed: usize,
+    pub cached: usize,
+    pub present: usize,
+    pub missing: usize,
+    pub failed: usize,
+    pub manifests: usize,
+    pub blobs: usize,
+    pub bytes_planned: u64,
+    pub bytes_transferred: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub resumed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub prewarm_version: String,
+    pub command: String,
+    pub job: String,
+    pub cache: Option<String>,
+    pub started_at: i64,
+    pub duration_seconds: f64,
+    pub summary: RunSummary,
+    pub images: Vec<ImageReport>,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> impl Iterator<Item = &ImageReport> {
+        self.images.iter().filter(|i| matches!(i.status, ImageStatus::Failed | ImageStatus::Missing))
+    }
+
+    /// Count the statuses into the summary.
+    pub fn tally(&mut self) {
+        let s = &mut self.summary;
+        s.images = self.images.len();
+        s.warmed = self.images.iter().filter(|i| i.status == ImageStatus::Warmed).count();
+        s.cached = self.images.iter().filter(|i| i.status == ImageStatus::Cached).count();
+        s.present = self.images.iter().filter(|i| i.status == ImageStatus::Present).count();
+        s.missing = self.images.iter().filter(|i| i.status == ImageStatus::Missing).count();
+        s.failed = self.images.iter().filter(|i| i.status == ImageStatus::Failed).count();
+    }
+
+    /// The human summary: a few lines, then one line per failed image.
+    pub fn print_summary(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let s = &self.summary;
+        writeln!(
+            out,
+            "{}: {} images ({} warmed, {} already cached, {} present, {} missing, {} failed); {} manifests, {} unique blobs, {} planned, {} transferred; {} requests, {} retries, {} resumed; {:.1}s",
+            self.command,
+            s.images,
+            s.warmed,
+            s.cached,
+            s.present,
+            s.missing,
+            s.failed,
+            s.manifests,
+            s.blobs,
+            human_bytes(s.bytes_planned),
+            human_bytes(s.bytes_transferred),
+            s.requests,
+            s.retries,
+            s.resumed,
+            self.duration_seconds
+        )?;
+        for image in self.failed() {
+            match (&image.error, image.missing.is_empty()) {
+                (Some(e), _) => writeln!(out, "error: {}: {e}", image.reference)?,
+                (None, false) => writeln!(out, "missing: {}: {}", image.reference, image.missing.join(", "))?,
+                (None, true) => writeln!(out, "error: {}", image.reference)?,
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        write_atomically(path, &serde_json::to_vec_pretty(self)?)
+    }
+}
+
+/// Write to a temporary file beside `path`, then rename: readers see the old file or the new
+/// one, never a part.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
