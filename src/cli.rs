@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::job::ResolveVia;
+
 /// Warm a pull-through registry cache (Quay cache orgs) with everything an OpenShift cluster
 /// will pull, and prove the cache holds it.
 #[derive(Debug, Parser)]
@@ -41,7 +43,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  prewarm warm job.yaml --jobs 16 --report warm.json\n\nExit status: 0 when every image is warm, 1 when any image failed (each is named), 2 on bad input.")]
     Warm(RunArgs),
     /// Ask the cache for every manifest and blob of the plan; list what it does not hold.
-    #[command(after_help = "Example:\n  prewarm verify job.yaml --report verify.json\n\nA pull-through cache that can reach its upstream fetches what it lacks when asked: run verify\nwith the upstream unreachable to prove the cache alone holds everything.\n\nExit status: 0 when everything is present, 1 when anything is missing or failed, 2 on bad input.")]
+    #[command(after_help = "Example:\n  prewarm verify job.yaml --resolve cache --report verify.json\n\nA pull-through cache that can reach its upstream fetches what it lacks when asked: run verify\nwith the upstream unreachable to prove the cache alone holds everything.\n\nExit status: 0 when everything is present, 1 when anything is missing or failed, 2 on bad input.")]
     Verify(RunArgs),
 }
 
@@ -61,6 +63,10 @@ pub struct PlanArgs {
     /// Transfers at once (default: the job's `concurrency`).
     #[arg(long, short, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Resolve tags against the source registries or through the cache (default: the job's
+    /// `resolve`, itself `source` by default).
+    #[arg(long, value_enum, value_name = "VIA")]
+    pub resolve: Option<ResolveVia>,
 }
 
 #[derive(Debug, Args)]
@@ -79,4 +85,11 @@ pub struct RunArgs {
     /// Keep no state: every blob is fetched in full and nothing is recorded.
     #[arg(long)]
     pub no_state: bool,
+    /// Resolve tags against the source registries or through the cache (default: the job's
+    /// `resolve`, itself `source` by default).
+    #[arg(long, value_enum, value_name = "VIA", conflicts_with = "plan")]
+    pub resolve: Option<ResolveVia>,
+    /// Execute a plan saved by `prewarm plan -o json` instead of resolving the sources again.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::auth::AuthStore;
 use crate::cli::{Global, Output, PlanArgs, RunArgs};
 use crate::exec::{self, Work};
-use crate::job::Job;
+use crate::job::{Job, ResolveVia};
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
 use crate::registry::{Registries, RetryPolicy};
@@ -20,8 +20,12 @@ use crate::state::{self, State};
 /// Exit status when some images failed or are missing; bad input is 2 (see `main`).
 pub const EXIT_INCOMPLETE: i32 = 1;
 
-fn load(job_path: &Path, global: &Global) -> Result<(Arc<Job>, Registries)> {
-    let job = Arc::new(Job::load(job_path)?);
+fn load(job_path: &Path, global: &Global, resolve: Option<ResolveVia>) -> Result<(Arc<Job>, Registries)> {
+    let mut job = Job::load(job_path)?;
+    if let Some(via) = resolve {
+        job.resolve = via;
+    }
+    let job = Arc::new(job);
     let auth = AuthStore::discover(global.authfile.as_deref())?;
     let retry = RetryPolicy { attempts: global.retries.max(1), ..RetryPolicy::default() };
     let registries = Registries::new(job.clone(), auth, retry);
@@ -29,9 +33,10 @@ fn load(job_path: &Path, global: &Global) -> Result<(Arc<Job>, Registries)> {
 }
 
 pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
-    let (mut job, registries) = load(&args.job, global)?;
+    let (job, registries) = load(&args.job, global, args.resolve)?;
+    let mut job = (*job).clone();
     if let Some(j) = args.jobs {
-        Arc::make_mut(&mut job).concurrency = j.max(1);
+        job.concurrency = j.max(1);
     }
     let reporter = progress::for_run(global.quiet);
     let plan = plan::build(&job, &registries, reporter.as_ref()).await?;
@@ -78,7 +83,7 @@ pub enum Executor {
 pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<i32> {
     let started = Instant::now();
     let started_at = state::now();
-    let (job, registries) = load(&args.job, global)?;
+    let (job, registries) = load(&args.job, global, args.resolve)?;
     let cache_host = job.cache()?.host.clone();
     let state = match (&args.state, args.no_state) {
         (_, true) => None,
@@ -86,7 +91,10 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         (None, false) => Some(State::open(&State::default_path())?),
     };
     let reporter: Box<dyn Reporter> = progress::for_run(global.quiet);
-    let plan = plan::build(&job, &registries, reporter.as_ref()).await?;
+    let plan = match &args.plan {
+        Some(path) => load_plan(path)?,
+        None => plan::build(&job, &registries, reporter.as_ref()).await?,
+    };
     let work = Work {
         job: &job,
         registries: &registries,
@@ -130,4 +138,9 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     }
     report.print_summary(&mut std::io::stderr())?;
     Ok(if report.failed().next().is_some() { EXIT_INCOMPLETE } else { 0 })
+}
+
+fn load_plan(path: &Path) -> Result<Plan> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read plan {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a plan written by `prewarm plan -o json`", path.display()))
 }

@@ -178,7 +178,10 @@ impl fmt::Debug for Target {
             .field("ca_pem", &self.ca_pem.as_ref().map(|pem| pem.len()))
             .field(
                 "credentials",
-                &self.credentials.as_ref().map(|(user, _)| (user, "<redacted>")),
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(user, _)| (user, "<redacted>")),
             )
             .finish()
     }
@@ -203,6 +206,21 @@ pub struct SeededImage {
     pub manifests: Vec<(String, String, u64)>,
     /// Every config and layer blob of every platform, each once: (digest, size).
     pub blobs: Vec<(String, u64)>,
+    /// The config and layer blobs of each platform: "os/arch[/variant]" → (digest, size).
+    pub platform_blobs: BTreeMap<String, Vec<(String, u64)>>,
+}
+
+impl SeededImage {
+    /// The blobs a client keeping `platforms` pulls: all of a single-platform image (its
+    /// platform is not asked), the wanted children's of an index.
+    pub fn blobs_for(&self, platforms: &[&str]) -> BTreeMap<String, u64> {
+        let single = self.manifests.len() == 1;
+        self.platform_blobs
+            .iter()
+            .filter(|(p, _)| single || platforms.contains(&p.as_str()))
+            .flat_map(|(_, blobs)| blobs.iter().cloned())
+            .collect()
+    }
 }
 
 /// Everything [`seed`] pushed, in a fixed order.
@@ -374,7 +392,9 @@ impl RandomReader {
 
 impl Read for RandomReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let out = &mut buf[..n];
         let mut filled = 0;
         while filled < n && self.pending_len > 0 {
@@ -449,7 +469,7 @@ pub fn tar_layer(files: &[(&str, Vec<u8>)], compression: Compression) -> Blob {
         Compression::Gzip => {
             let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(tar.len() + tar.len() / 64 + 64),
-                flate2::Compression::none(),
+                flate2::Compression::fast(),
             );
             encoder
                 .write_all(&tar)
@@ -473,20 +493,30 @@ pub fn tar_layer(files: &[(&str, Vec<u8>)], compression: Compression) -> Blob {
 /// The file is named after its content parameters and reused on later runs (its digest is kept
 /// in a `.sha256` file beside it); both are written to temporary names and renamed, so an
 /// interrupted run never leaves a wrong file under a right name.
-pub fn large_tar_layer(work_dir: &Path, entry_name: &str, blob_size: u64, seed: u64) -> Result<Blob> {
+pub fn large_tar_layer(
+    work_dir: &Path,
+    entry_name: &str,
+    blob_size: u64,
+    seed: u64,
+) -> Result<Blob> {
     // One 512-byte header, the content (a multiple of 512, so no padding), 1024 bytes of end
     // marker written by tar::Builder::finish.
     let content_len = blob_size.saturating_sub(1536) / 512 * 512;
     let size = content_len + 1536;
-    let key = name_seed(&format!("{GENERATOR_VERSION}:{entry_name}:{content_len}:{seed}"));
+    let key = name_seed(&format!(
+        "{GENERATOR_VERSION}:{entry_name}:{content_len}:{seed}"
+    ));
     let path = work_dir.join(format!("seed-large-layer-{size}-{key:016x}.tar"));
     let digest_path = path.with_extension("sha256");
 
-    let cached = fs::metadata(&path).ok().filter(|meta| meta.len() == size).and_then(|_| {
-        let digest = fs::read_to_string(&digest_path).ok()?;
-        let digest = digest.trim();
-        (digest.len() == 71 && digest.starts_with("sha256:")).then(|| digest.to_string())
-    });
+    let cached = fs::metadata(&path)
+        .ok()
+        .filter(|meta| meta.len() == size)
+        .and_then(|_| {
+            let digest = fs::read_to_string(&digest_path).ok()?;
+            let digest = digest.trim();
+            (digest.len() == 71 && digest.starts_with("sha256:")).then(|| digest.to_string())
+        });
     let digest = match cached {
         Some(digest) => digest,
         None => {
@@ -715,7 +745,10 @@ fn layer_media_type(format: Format, blob: &Blob) -> Result<String> {
         (Format::Docker, OCI_LAYER_GZIP) => DOCKER_LAYER_GZIP.to_string(),
         (Format::Docker, OCI_LAYER_TAR) => DOCKER_LAYER_TAR.to_string(),
         (Format::Docker, OCI_LAYER_ZSTD) => {
-            bail!("layer {}: Docker schema2 has no zstd layer type; use an OCI image", blob.digest)
+            bail!(
+                "layer {}: Docker schema2 has no zstd layer type; use an OCI image",
+                blob.digest
+            )
         }
         (Format::Docker, other) => other.to_string(),
     })
@@ -1058,23 +1091,31 @@ impl Pusher {
         top: &Manifest,
         images: &[BuiltImage],
     ) -> SeededImage {
-        let mut manifests = vec![(
-            top.digest.clone(),
-            top.media_type.clone(),
-            top.bytes.len() as u64,
-        )];
-        if images.len() > 1 || images[0].manifest.digest != top.digest {
-            manifests.extend(images.iter().map(|image| {
-                let m = &image.manifest;
-                (m.digest.clone(), m.media_type.clone(), m.bytes.len() as u64)
-            }));
-        }
+        // A single image's own manifest is the top one; an index lists its children after it.
+        let children = images
+            .iter()
+            .map(|image| &image.manifest)
+            .filter(|manifest| manifest.digest != top.digest);
+        let manifests = std::iter::once(top)
+            .chain(children)
+            .map(|m| (m.digest.clone(), m.media_type.clone(), m.bytes.len() as u64))
+            .collect();
         let mut seen = BTreeSet::new();
         let blobs = images
             .iter()
             .flat_map(|image| std::iter::once(&image.config).chain(&image.layers))
             .filter(|blob| seen.insert(blob.digest.clone()))
             .map(|blob| (blob.digest.clone(), blob.size))
+            .collect();
+        let platform_blobs = images
+            .iter()
+            .map(|image| {
+                let blobs = std::iter::once(&image.config)
+                    .chain(&image.layers)
+                    .map(|blob| (blob.digest.clone(), blob.size))
+                    .collect();
+                (image.platform.clone(), blobs)
+            })
             .collect();
         SeededImage {
             reference: self.logical_reference(repo, tag, &top.digest),
@@ -1084,6 +1125,7 @@ impl Pusher {
             platforms: images.iter().map(|image| image.platform.clone()).collect(),
             manifests,
             blobs,
+            platform_blobs,
         }
     }
 }
@@ -1149,9 +1191,35 @@ fn component_labels(component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The whole content set, generated (CPU-bound; run it off the async runtime).
-fn plan(opts: &SeedOptions) -> Result<Vec<Job>> {
-    let k = opts.scale.factor();
+/// The generated content of one scale, plus the shared base layers the large-layer image
+/// reuses.
+struct Planned {
+    jobs: Vec<Job>,
+    rhel_base: [Blob; 2],
+}
+
+/// Generated content per scale, kept for the life of the process: every integration test
+/// seeds, and hashing and compressing ~10 MiB dominates seeding in an unoptimised build. `Bytes`
+/// are shared, so each seed costs no copy. (The large layer is not kept here: it lives in a
+/// file under a work dir that a test may delete.)
+static PLANNED: Mutex<Vec<(Scale, Arc<Planned>)>> = Mutex::new(Vec::new());
+
+fn planned(scale: Scale) -> Arc<Planned> {
+    // Held while generating, so tests seeding in parallel wait for one generation.
+    let mut cache = PLANNED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, planned)) = cache.iter().find(|(cached, _)| *cached == scale) {
+        return planned.clone();
+    }
+    let planned = Arc::new(plan(scale));
+    cache.push((scale, planned.clone()));
+    planned
+}
+
+/// The whole content set of one scale, generated (CPU-bound; run it off the async runtime).
+fn plan(scale: Scale) -> Planned {
+    let k = scale.factor();
     let gzip = Compression::Gzip;
     // The "rhel base" every OCP image starts from: ~1.5 MiB and ~512 KiB.
     let base_a = tar_layer(
@@ -1169,7 +1237,12 @@ fn plan(opts: &SeedOptions) -> Result<Vec<Job>> {
         ],
         gzip,
     );
-    let base_b = random_layer("base:rhel-b", "usr/share/rhel/base.dat", 512 * KIB * k, gzip);
+    let base_b = random_layer(
+        "base:rhel-b",
+        "usr/share/rhel/base.dat",
+        512 * KIB * k,
+        gzip,
+    );
     let middles: Vec<Blob> = (0..COMPONENTS.len().div_ceil(6))
         .map(|group| {
             random_layer(
@@ -1222,26 +1295,6 @@ fn plan(opts: &SeedOptions) -> Result<Vec<Job>> {
             )),
         });
     }
-    if let Some(bytes) = opts.large_layer_bytes {
-        let large = large_tar_layer(
-            &opts.work_dir,
-            "usr/share/big-layer/blob.dat",
-            bytes,
-            name_seed("large:big-layer"),
-        )?;
-        jobs.push(Job {
-            upstream: Upstream::Quay,
-            repo: COMPONENT_REPOSITORY,
-            tag: None,
-            content: Content::Image(ImageSpec::linux(
-                Format::Oci,
-                "amd64",
-                component_labels("big-layer"),
-                vec![base_a.clone(), base_b.clone(), large],
-            )),
-        });
-    }
-
     jobs.push(Job {
         upstream: Upstream::Quay,
         repo: "openshift/origin-cli",
@@ -1372,7 +1425,32 @@ fn plan(opts: &SeedOptions) -> Result<Vec<Job>> {
             ],
         )),
     });
-    Ok(jobs)
+    Planned {
+        jobs,
+        rhel_base: [base_a, base_b],
+    }
+}
+
+/// The "big-layer" component: the rhel base plus one file-backed layer of about `bytes`.
+fn large_layer_job(work_dir: &Path, bytes: u64, rhel_base: &[Blob; 2]) -> Result<Job> {
+    let large = large_tar_layer(
+        work_dir,
+        "usr/share/big-layer/blob.dat",
+        bytes,
+        name_seed("large:big-layer"),
+    )?;
+    let [base_a, base_b] = rhel_base.clone();
+    Ok(Job {
+        upstream: Upstream::Quay,
+        repo: COMPONENT_REPOSITORY,
+        tag: None,
+        content: Content::Image(ImageSpec::linux(
+            Format::Oci,
+            "amd64",
+            component_labels("big-layer"),
+            vec![base_a, base_b, large],
+        )),
+    })
 }
 
 /// Seeds both stand-ins with the content set for `opts` and returns what was pushed.
@@ -1383,11 +1461,21 @@ pub async fn seed(quay: &Target, redhat: &Target, opts: &SeedOptions) -> Result<
     // Connect first: a wrong port or password should not wait for content generation.
     let quay_pusher = Pusher::new(quay).await?;
     let redhat_pusher = Pusher::new(redhat).await?;
-    let plan_opts = opts.clone();
-    let jobs = tokio::task::spawn_blocking(move || plan(&plan_opts))
+    let scale = opts.scale;
+    let planned = tokio::task::spawn_blocking(move || planned(scale))
         .await
-        .context("content generation panicked")??;
-    let images = futures::stream::iter(&jobs)
+        .context("content generation panicked")?;
+    let large = match opts.large_layer_bytes {
+        Some(bytes) => {
+            let (work_dir, planned) = (opts.work_dir.clone(), planned.clone());
+            let job = tokio::task::spawn_blocking(move || {
+                large_layer_job(&work_dir, bytes, &planned.rhel_base)
+            });
+            Some(job.await.context("large layer generation panicked")??)
+        }
+        None => None,
+    };
+    let images = futures::stream::iter(planned.jobs.iter().chain(&large))
         .map(|job| match job.upstream {
             Upstream::Quay => job.push(&quay_pusher),
             Upstream::RedHat => job.push(&redhat_pusher),
@@ -1486,9 +1574,18 @@ mod tests {
                 assert_eq!(header.mode().unwrap(), 0o644);
             }
         }
-        assert_eq!(tar_layer(&files, Compression::Gzip).media_type, OCI_LAYER_GZIP);
-        assert_eq!(tar_layer(&files, Compression::Zstd).media_type, OCI_LAYER_ZSTD);
-        assert_eq!(tar_layer(&files, Compression::None).media_type, OCI_LAYER_TAR);
+        assert_eq!(
+            tar_layer(&files, Compression::Gzip).media_type,
+            OCI_LAYER_GZIP
+        );
+        assert_eq!(
+            tar_layer(&files, Compression::Zstd).media_type,
+            OCI_LAYER_ZSTD
+        );
+        assert_eq!(
+            tar_layer(&files, Compression::None).media_type,
+            OCI_LAYER_TAR
+        );
     }
 
     #[test]
@@ -1564,12 +1661,7 @@ mod tests {
 
     #[test]
     fn test_scale_plan_has_the_promised_shape() {
-        let opts = SeedOptions {
-            scale: Scale::Test,
-            large_layer_bytes: None,
-            work_dir: std::env::temp_dir(),
-        };
-        let jobs = plan(&opts).unwrap();
+        let jobs = plan(Scale::Test).jobs;
         assert_eq!(jobs.len(), 42);
         let components = jobs
             .iter()
@@ -1598,21 +1690,4 @@ mod tests {
         let shown = format!("{target:?}");
         assert!(shown.contains("labuser") && !shown.contains("lab:pass:word"));
     }
-}
-#[cfg(test)]
-#[test]
-fn zz_time_plan() {
-    let t = std::time::Instant::now();
-    let opts = SeedOptions { scale: Scale::Test, large_layer_bytes: None, work_dir: std::env::temp_dir() };
-    plan(&opts).unwrap();
-    eprintln!("plan: {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    let r = random_bytes(1, 10 << 20);
-    eprintln!("random 10MiB: {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    sha256_digest(&r);
-    eprintln!("sha 10MiB: {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    tar_layer(&[("x", r)], Compression::Gzip);
-    eprintln!("tar+gzip+2sha 10MiB: {:?}", t.elapsed());
 }

@@ -1,0 +1,68 @@
+//! `lab`: start, seed and stop the local lab by hand (the tests start their own).
+//!
+//! ```text
+//! cargo run --example lab -- up [--dir DIR]        # registries, proxies, nginx on 127.0.0.1
+//! cargo run --example lab -- seed [--bench] [--large-layer BYTES]
+//! cargo run --example lab -- stop-upstreams | start-upstreams | reset-cache | down
+//! ```
+//! `up` writes DIR/job.yaml and DIR/auth.json; `seed` writes DIR/images.txt.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use prewarm::lab::{Lab, Scale, SeedOptions};
+
+fn usage() -> ! {
+    eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
+    std::process::exit(2)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_else(|| usage());
+    let mut dir = std::env::var_os("PREWARM_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/prewarm-lab"));
+    let mut scale = Scale::Test;
+    let mut large = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dir" => dir = PathBuf::from(args.next().unwrap_or_else(|| usage())),
+            "--bench" => scale = Scale::Bench,
+            "--large-layer" => large = Some(args.next().unwrap_or_else(|| usage()).parse()?),
+            _ => usage(),
+        }
+    }
+    match command.as_str() {
+        "up" => {
+            let lab = Lab::start(&dir, true)?;
+            let job = lab.write_job()?;
+            println!("lab up in {}: cache http://{} (orgs cache_quay_io, cache_registry_redhat_io), quay.io at {}, registry.redhat.io at https://{}", dir.display(), lab.front_addr(), lab.quay_addr(), lab.redhat_addr());
+            println!("job: {}  auth: {}", job.display(), dir.join("auth.json").display());
+        }
+        "seed" => {
+            let lab = Lab::load(&dir)?;
+            let seed = lab.seed(&SeedOptions { scale, large_layer_bytes: large, work_dir: dir.join("seed-work") }).await?;
+            let unique = seed.unique_blobs();
+            println!(
+                "seeded {} images, {} unique blobs, {} bytes; list in {}",
+                seed.images.len(),
+                unique.len(),
+                unique.values().sum::<u64>(),
+                dir.join("images.txt").display()
+            );
+        }
+        "down" => {
+            Lab::load(&dir)?.stop();
+            println!("lab in {} stopped", dir.display());
+        }
+        "stop-upstreams" => Lab::load(&dir)?.stop_upstreams(),
+        "start-upstreams" => Lab::load(&dir)?.start_upstreams()?,
+        "reset-cache" => Lab::load(&dir)?.reset_cache()?,
+        "env" => {
+            let lab = Lab::load(&dir)?;
+            println!("FRONT={}\nQUAY={}\nREDHAT={}\nCA={}", lab.front_addr(), lab.quay_addr(), lab.redhat_addr(), lab.ca_cert.display());
+        }
+        other => bail!("unknown lab command `{other}`"),
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Test support: a lab per test (real registries, proxies and nginx on loopback, stopped on
+//! drop), seeded with the small OCP-shaped set, and helpers to run the binary and skopeo.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use prewarm::lab::{scratch_dir, Lab, Scale, Seed, SeedOptions};
+
+pub struct Env {
+    pub lab: Lab,
+    pub seed: Seed,
+    pub dir: PathBuf,
+    pub job: PathBuf,
+    pub auth: PathBuf,
+}
+
+/// Start a lab in a fresh directory and seed it. Fails (never skips) when the servers are not
+/// installed, naming the package.
+pub fn lab(name: &str) -> Env {
+    let dir = scratch_dir(name).expect("scratch dir");
+    let lab = Lab::start(&dir, false).expect("lab start (apt-get install -y docker-registry skopeo nginx apache2-utils)");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let seed = rt
+        .block_on(lab.seed(&SeedOptions { scale: Scale::Test, large_layer_bytes: None, work_dir: dir.join("seed-work") }))
+        .expect("seed");
+    let job = lab.write_job().expect("job");
+    let auth = dir.join("auth.json");
+    Env { lab, seed, dir, job, auth }
+}
+
+impl Env {
+    /// Run `prewarm ARGS --authfile auth.json`.
+    pub fn prewarm(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args(args)
+            .arg("--authfile")
+            .arg(&self.auth)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .output()
+            .expect("run prewarm");
+        eprintln!(
+            "prewarm {}: {}\n--- stderr\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// The cache org that serves a logical host.
+    pub fn cache_path(&self, reference: &str) -> String {
+        let r: prewarm::reference::Reference = reference.parse().unwrap();
+        let org = prewarm::job::default_org(r.registry());
+        format!("{}/{}/{}", self.lab.front_addr(), org, r.repository())
+    }
+
+    /// GETs of blobs that reached an upstream registry.
+    pub fn upstream_blob_gets(&self) -> usize {
+        [&self.lab.quay, &self.lab.redhat]
+            .iter()
+            .map(|s| {
+                self.lab
+                    .requests(s)
+                    .unwrap()
+                    .iter()
+                    .filter(|(m, p, _)| m == "GET" && p.contains("/blobs/"))
+                    .count()
+            })
+            .sum()
+    }
+}
+
+pub fn skopeo(args: &[&str]) -> Output {
+    let out = Command::new("skopeo").args(args).output().expect("skopeo (apt-get install -y skopeo)");
+    if !out.status.success() {
+        eprintln!("skopeo {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    out
+}
+
+pub fn read_report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("report")).expect("report JSON")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    prewarm::reference::Digest::sha256_of(bytes).hex().to_string()
+}

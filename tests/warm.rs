@@ -1,0 +1,96 @@
+//! Warm and verify against the lab: real registries, real proxies, nginx orgs, skopeo checks.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{lab, read_report, sha256_hex, skopeo};
+
+#[test]
+fn warm_then_every_image_pulls_from_the_cache_with_upstreams_stopped() {
+    let mut env = lab("warm-offline");
+    let report = env.path("warm.json");
+    let state = env.path("state.db");
+    let out = env.prewarm(&["warm", env.job.to_str().unwrap(), "--state", &state, "--report", &report]);
+    assert!(out.status.success());
+    let r = read_report(std::path::Path::new(&report));
+    assert_eq!(r["summary"]["images"], env.seed.images.len());
+    assert_eq!(r["summary"]["warmed"], env.seed.images.len(), "{r:#}");
+    assert_eq!(r["summary"]["failed"], 0);
+
+    env.lab.stop_upstreams();
+    let certs = env.path("no-certs");
+    for image in &env.seed.images {
+        let by_digest = format!("docker://{}@{}", env.cache_path(&image.reference), image.digest);
+        // The exact manifest bytes, by digest, from the cache alone.
+        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &by_digest]);
+        assert!(raw.status.success(), "{by_digest}");
+        assert_eq!(format!("sha256:{}", sha256_hex(&raw.stdout)), image.digest, "{by_digest}");
+        // And every blob of it (the amd64 one of an index): a full pull.
+        let dest = format!("dir:{}", env.dir.join("pulled").join(image.digest.replace(':', "-")).display());
+        let copy = skopeo(&["copy", "--quiet", "--src-tls-verify=false", "--src-cert-dir", &certs, &by_digest, &dest]);
+        assert!(copy.status.success(), "skopeo copy {by_digest}");
+    }
+
+    // verify, resolving through the cache since the upstreams are gone.
+    let out = env.prewarm(&["verify", env.job.to_str().unwrap(), "--resolve", "cache", "--no-state"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn second_warm_fetches_no_blob_upstream_and_reports_cached() {
+    let env = lab("warm-twice");
+    let state = env.path("state.db");
+    let job = env.job.to_str().unwrap();
+    assert!(env.prewarm(&["warm", job, "--state", &state]).status.success());
+    let first = env.upstream_blob_gets();
+    let unique = env.seed.unique_blobs();
+    assert!(first >= unique.len(), "the cold warm fetched {first} blobs upstream, expected at least {}", unique.len());
+
+    let report = env.path("again.json");
+    assert!(env.prewarm(&["warm", job, "--state", &state, "--report", &report]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(env.upstream_blob_gets(), first, "the second warm fetched blobs from an upstream");
+    let r = read_report(std::path::Path::new(&report));
+    assert_eq!(r["summary"]["cached"], env.seed.images.len(), "{r:#}");
+    assert_eq!(r["summary"]["warmed"], 0);
+    for image in r["images"].as_array().unwrap() {
+        assert_eq!(image["status"], "cached", "{image}");
+        assert_eq!(image["bytes"], 0);
+    }
+}
+
+#[test]
+fn plan_lists_every_image_manifest_and_unique_blob() {
+    let env = lab("plan");
+    let out = env.prewarm(&["plan", env.job.to_str().unwrap(), "-o", "json"]);
+    assert!(out.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images = plan["images"].as_array().unwrap();
+    assert_eq!(images.len(), env.seed.images.len());
+    let by_ref: BTreeMap<String, String> =
+        images.iter().map(|i| (i["source"].as_str().unwrap().to_string(), i["digest"].as_str().unwrap().to_string())).collect();
+    for image in &env.seed.images {
+        assert_eq!(by_ref.get(&image.reference), Some(&image.digest), "{}", image.reference);
+    }
+    // The job keeps linux/amd64 and linux/arm64: every blob of those platforms, nothing else.
+    let mut expected = BTreeMap::new();
+    for image in &env.seed.images {
+        for (digest, size) in &image.blobs_for(&["linux/amd64", "linux/arm64"]) {
+            expected.insert(digest.clone(), *size);
+        }
+    }
+    let planned: BTreeMap<String, u64> = plan["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["digest"].as_str().unwrap().to_string(), b["size"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(planned, expected);
+    let sizes: Vec<u64> = plan["blobs"].as_array().unwrap().iter().map(|b| b["size"].as_u64().unwrap()).collect();
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "blobs are biggest first");
+
+    let text = env.prewarm(&["plan", env.job.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains(&format!("plan: {} images", env.seed.images.len())), "{stdout}");
+}
