@@ -34,11 +34,15 @@ impl Credentials {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
             .map_err(|_| "`auth` is not valid base64".to_string())?;
-        let text = String::from_utf8(decoded).map_err(|_| "`auth` does not decode to UTF-8".to_string())?;
+        let text = String::from_utf8(decoded)
+            .map_err(|_| "`auth` does not decode to UTF-8".to_string())?;
         let (username, password) = text
             .split_once(':')
             .ok_or_else(|| "`auth` does not decode to `user:password`".to_string())?;
-        Ok(Credentials { username: username.to_string(), password: password.to_string() })
+        Ok(Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+        })
     }
 }
 
@@ -92,7 +96,8 @@ impl AuthStore {
     }
 
     pub fn load(path: &Path) -> Result<AuthStore> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read auth file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read auth file {}", path.display()))?;
         AuthStore::parse(&text, path)
     }
 
@@ -109,7 +114,10 @@ impl AuthStore {
             };
             by_host.insert(normalise_key(&key), creds);
         }
-        Ok(AuthStore { by_host, source: Some(path.to_path_buf()) })
+        Ok(AuthStore {
+            by_host,
+            source: Some(path.to_path_buf()),
+        })
     }
 
     /// Credentials for `host` (a `host[:port]`); also tries a namespaced key such as
@@ -141,8 +149,14 @@ impl AuthStore {
 
 /// Docker's config keys may be URLs (`https://index.docker.io/v1/`); reduce them to hosts.
 fn normalise_key(key: &str) -> String {
-    let k = key.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
-    let k = k.strip_suffix("/v1").or_else(|| k.strip_suffix("/v2")).unwrap_or(k);
+    let k = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let k = k
+        .strip_suffix("/v1")
+        .or_else(|| k.strip_suffix("/v2"))
+        .unwrap_or(k);
     match k {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
         other => other.to_string(),
@@ -176,17 +190,30 @@ mod tests {
         let store = AuthStore::parse(&text, Path::new("ps.json")).unwrap();
         assert_eq!(store.get("quay.io", None).unwrap().username, "a");
         assert_eq!(store.get("docker.io", None).unwrap().username, "b");
-        assert_eq!(store.get("quay.io", Some("openshift-release-dev/ocp-release")).unwrap().username, "c");
+        assert_eq!(
+            store
+                .get("quay.io", Some("openshift-release-dev/ocp-release"))
+                .unwrap()
+                .username,
+            "c"
+        );
         assert_eq!(store.get("quay.io", Some("other/x")).unwrap().username, "a");
     }
 
     #[test]
     fn bad_auth_names_file_and_host_without_secret() {
         let text = r#"{"auths":{"quay.io":{"auth":"!!!notbase64"}}}"#;
-        let err = AuthStore::parse(text, Path::new("ps.json")).unwrap_err().to_string();
-        assert!(err.contains("ps.json") && err.contains("auths.quay.io"), "{err}");
+        let err = AuthStore::parse(text, Path::new("ps.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ps.json") && err.contains("auths.quay.io"),
+            "{err}"
+        );
         assert!(!err.contains("notbase64"));
-        let err = AuthStore::parse("{", Path::new("ps.json")).unwrap_err().to_string();
+        let err = AuthStore::parse("{", Path::new("ps.json"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ps.json"), "{err}");
     }
 }

@@ -37,13 +37,19 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Resolve every source to digests and print the plan: images, manifests, unique blobs.
-    #[command(after_help = "Example:\n  prewarm plan job.yaml\n  prewarm plan job.yaml -o json > plan.json")]
+    #[command(
+        after_help = "Example:\n  prewarm plan job.yaml\n  prewarm plan job.yaml -o json > plan.json"
+    )]
     Plan(PlanArgs),
     /// Pull every manifest and blob of the plan through the cache orgs so the cache holds them.
-    #[command(after_help = "Example:\n  prewarm warm job.yaml --jobs 16 --report warm.json\n\nExit status: 0 when every image is warm, 1 when any image failed (each is named), 2 on bad input.")]
+    #[command(
+        after_help = "Example:\n  prewarm warm job.yaml --jobs 16 --report warm.json\n\nExit status: 0 when every image is warm, 1 when any image failed (each is named), 2 on bad input."
+    )]
     Warm(RunArgs),
     /// Ask the cache for every manifest and blob of the plan; list what it does not hold.
-    #[command(after_help = "Example:\n  prewarm verify job.yaml --resolve cache --report verify.json\n\nA pull-through cache that can reach its upstream fetches what it lacks when asked: run verify\nwith the upstream unreachable to prove the cache alone holds everything.\n\nExit status: 0 when everything is present, 1 when anything is missing or failed, 2 on bad input.")]
+    #[command(
+        after_help = "Example:\n  prewarm verify job.yaml --resolve cache --report verify.json\n\nA pull-through cache that can reach its upstream fetches what it lacks when asked: run verify\nwith the upstream unreachable to prove the cache alone holds everything.\n\nExit status: 0 when everything is present, 1 when anything is missing or failed, 2 on bad input."
+    )]
     Verify(RunArgs),
 }
 

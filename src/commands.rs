@@ -20,14 +20,21 @@ use crate::state::{self, State};
 /// Exit status when some images failed or are missing; bad input is 2 (see `main`).
 pub const EXIT_INCOMPLETE: i32 = 1;
 
-fn load(job_path: &Path, global: &Global, resolve: Option<ResolveVia>) -> Result<(Arc<Job>, Registries)> {
+fn load(
+    job_path: &Path,
+    global: &Global,
+    resolve: Option<ResolveVia>,
+) -> Result<(Arc<Job>, Registries)> {
     let mut job = Job::load(job_path)?;
     if let Some(via) = resolve {
         job.resolve = via;
     }
     let job = Arc::new(job);
     let auth = AuthStore::discover(global.authfile.as_deref())?;
-    let retry = RetryPolicy { attempts: global.retries.max(1), ..RetryPolicy::default() };
+    let retry = RetryPolicy {
+        attempts: global.retries.max(1),
+        ..RetryPolicy::default()
+    };
     let registries = Registries::new(job.clone(), auth, retry);
     Ok((job, registries))
 }
@@ -47,7 +54,11 @@ pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
     for f in &plan.failures {
         eprintln!("error: {} ({}): {}", f.reference, f.origin, f.error);
     }
-    Ok(if plan.failures.is_empty() { 0 } else { EXIT_INCOMPLETE })
+    Ok(if plan.failures.is_empty() {
+        0
+    } else {
+        EXIT_INCOMPLETE
+    })
 }
 
 fn print_plan(plan: &Plan) {
@@ -59,7 +70,11 @@ fn print_plan(plan: &Plan) {
             image.manifests.len(),
             image.blobs.len(),
             human_bytes(image.bytes),
-            if image.platforms.is_empty() { "single platform".to_string() } else { image.platforms.join(",") },
+            if image.platforms.is_empty() {
+                "single platform".to_string()
+            } else {
+                image.platforms.join(",")
+            },
             image.origin
         );
     }
@@ -70,7 +85,11 @@ fn print_plan(plan: &Plan) {
         s.manifests,
         s.blobs,
         human_bytes(s.bytes),
-        if s.failures > 0 { format!(", {} failed to resolve", s.failures) } else { String::new() }
+        if s.failures > 0 {
+            format!(", {} failed to resolve", s.failures)
+        } else {
+            String::new()
+        }
     );
 }
 
@@ -129,7 +148,9 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     };
     report.tally();
     if let Some(state) = &state {
-        if let Err(e) = state.record_run(command, started_at, &serde_json::to_value(&report.summary)?) {
+        if let Err(e) =
+            state.record_run(command, started_at, &serde_json::to_value(&report.summary)?)
+        {
             tracing::warn!("cannot record the run in the state: {e:#}");
         }
     }
@@ -137,10 +158,20 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         report.write_json(path).with_context(|| "--report")?;
     }
     report.print_summary(&mut std::io::stderr())?;
-    Ok(if report.failed().next().is_some() { EXIT_INCOMPLETE } else { 0 })
+    Ok(if report.failed().next().is_some() {
+        EXIT_INCOMPLETE
+    } else {
+        0
+    })
 }
 
 fn load_plan(path: &Path) -> Result<Plan> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read plan {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a plan written by `prewarm plan -o json`", path.display()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read plan {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a plan written by `prewarm plan -o json`",
+            path.display()
+        )
+    })
 }

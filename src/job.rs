@@ -107,9 +107,11 @@ impl FromStr for Platform {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => {
-                Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: None })
-            }
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
             [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Ok(Platform {
                 os: os.to_string(),
                 architecture: arch.to_string(),
@@ -152,7 +154,11 @@ pub enum Platforms {
 
 impl Default for Platforms {
     fn default() -> Self {
-        Platforms::List(vec![Platform { os: "linux".into(), architecture: "amd64".into(), variant: None }])
+        Platforms::List(vec![Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        }])
     }
 }
 
@@ -163,7 +169,9 @@ impl Platforms {
         match self {
             Platforms::All => true,
             Platforms::List(list) => list.iter().any(|p| {
-                p.os == os && p.architecture == architecture && (p.variant.is_none() || p.variant.as_deref() == variant)
+                p.os == os
+                    && p.architecture == architecture
+                    && (p.variant.is_none() || p.variant.as_deref() == variant)
             }),
         }
     }
@@ -182,8 +190,13 @@ impl<'de> Deserialize<'de> for Platforms {
             Raw::One(s) => vec![s],
             Raw::Many(v) => v,
         };
-        let parsed = list.iter().map(|s| s.parse()).collect::<Result<Vec<Platform>, _>>();
-        parsed.map(Platforms::List).map_err(serde::de::Error::custom)
+        let parsed = list
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<Vec<Platform>, _>>();
+        parsed
+            .map(Platforms::List)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -208,7 +221,8 @@ pub struct Endpoint {
 
 impl Job {
     pub fn load(path: &Path) -> Result<Job> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read job file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read job file {}", path.display()))?;
         Job::parse(&text, path)
     }
 
@@ -240,7 +254,10 @@ impl Job {
         }
         if let Some(cache) = &self.cache {
             if cache.host.is_empty() || cache.host.contains('/') {
-                bail!("{file}: cache.host: `{}` is not a `host[:port]`", cache.host);
+                bail!(
+                    "{file}: cache.host: `{}` is not a `host[:port]`",
+                    cache.host
+                );
             }
             for (prefix, org) in &cache.orgs {
                 if prefix.is_empty() || prefix.ends_with('/') {
@@ -297,7 +314,11 @@ impl Job {
     pub fn endpoint(&self, host: &str) -> Endpoint {
         if let Some(cache) = &self.cache {
             if cache.host == host {
-                return Endpoint { address: host.to_string(), insecure: cache.insecure, ca: cache.ca.clone().map(|c| self.relative(&c)) };
+                return Endpoint {
+                    address: host.to_string(),
+                    insecure: cache.insecure,
+                    ca: cache.ca.clone().map(|c| self.relative(&c)),
+                };
             }
         }
         match self.registries.get(host) {
@@ -306,24 +327,35 @@ impl Job {
                 insecure: r.insecure,
                 ca: r.ca.as_ref().map(|c| self.relative(c)),
             },
-            None => Endpoint { address: host.to_string(), insecure: false, ca: None },
+            None => Endpoint {
+                address: host.to_string(),
+                insecure: false,
+                ca: None,
+            },
         }
     }
 
     pub fn cache(&self) -> Result<&CacheConfig> {
-        self.cache.as_ref().ok_or_else(|| anyhow::anyhow!("{}: cache: this command needs a `cache` section with a `host`", self.path.display()))
+        self.cache.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: cache: this command needs a `cache` section with a `host`",
+                self.path.display()
+            )
+        })
     }
 }
 
 fn valid_org(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         && s.as_bytes()[0].is_ascii_alphanumeric()
 }
 
 /// Read an image list: one reference per line, blank lines and `#` comments ignored.
 pub fn read_image_list(path: &Path) -> Result<Vec<(Reference, String)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read image list {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read image list {}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -339,7 +371,10 @@ pub fn read_image_list(path: &Path) -> Result<Vec<(Reference, String)>> {
 
 /// `cache_` + host, lowercased, with `.` and `:` mapped to `_` (Quay org names allow neither).
 pub fn default_org(host: &str) -> String {
-    format!("cache_{}", host.to_ascii_lowercase().replace(['.', ':'], "_"))
+    format!(
+        "cache_{}",
+        host.to_ascii_lowercase().replace(['.', ':'], "_")
+    )
 }
 
 impl CacheConfig {
@@ -360,10 +395,17 @@ impl CacheConfig {
                     _ => join_path(org, rest),
                 }
             }
-            None if self.default_orgs => join_path(&default_org(source.registry()), source.repository()),
+            None if self.default_orgs => {
+                join_path(&default_org(source.registry()), source.repository())
+            }
             None => source.repository().to_string(),
         };
-        Reference::new(&self.host, &repository, source.tag(), source.digest().cloned())
+        Reference::new(
+            &self.host,
+            &repository,
+            source.tag(),
+            source.digest().cloned(),
+        )
     }
 }
 
@@ -385,15 +427,25 @@ mod tests {
 
     #[test]
     fn unknown_keys_name_their_path() {
-        let err = job("cache:\n  host: q:8443\n  hots: x\n").unwrap_err().to_string();
-        assert!(err.starts_with("job.yaml: cache.hots: unknown field `hots`"), "{err}");
-        let err = job("registries:\n  quay.io:\n    endpont: x\n").unwrap_err().to_string();
+        let err = job("cache:\n  host: q:8443\n  hots: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("job.yaml: cache.hots: unknown field `hots`"),
+            "{err}"
+        );
+        let err = job("registries:\n  quay.io:\n    endpont: x\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("registries.quay.io.endpont"), "{err}");
         let err = job("imagez: []\n").unwrap_err().to_string();
         assert!(err.contains("job.yaml") && err.contains("imagez"), "{err}");
         let err = job("images: [\n").unwrap_err().to_string();
         assert!(err.starts_with("job.yaml: "), "{err}");
-        let err = job("images: ['UPPER/x']\n").unwrap().references().unwrap_err();
+        let err = job("images: ['UPPER/x']\n")
+            .unwrap()
+            .references()
+            .unwrap_err();
         assert!(format!("{err:#}").contains("images[0]"), "{err:#}");
     }
 
@@ -405,7 +457,10 @@ mod tests {
         assert!(j.platforms.wants("linux", "amd64", None));
         assert!(!j.platforms.wants("linux", "s390x", None));
         assert!(Platforms::default().wants("linux", "amd64", None));
-        assert!(job("platforms: [linux]").unwrap_err().to_string().contains("platforms"));
+        assert!(job("platforms: [linux]")
+            .unwrap_err()
+            .to_string()
+            .contains("platforms"));
     }
 
     #[test]
@@ -416,20 +471,45 @@ mod tests {
         .unwrap();
         let c = j.cache().unwrap();
         let map = |s: &str| c.cache_reference(&s.parse().unwrap()).to_string();
-        assert_eq!(map("quay.io/a/b:t"), "mirror.example:8443/cache_quay_io/a/b:t");
-        assert_eq!(map("quay.io/openshift-release-dev/ocp-v4.0-art-dev:x"), "mirror.example:8443/cache_ocp/ocp-v4.0-art-dev:x");
-        assert_eq!(map("quay.io/openshift-release-dev/ocp-release:4.20.0"), "mirror.example:8443/mirrors/ocp-release:4.20.0");
-        assert_eq!(map("nginx"), "mirror.example:8443/cache_docker_io/library/nginx:latest");
-        assert_eq!(map("registry.local:5000/x/y:1"), "mirror.example:8443/cache_registry_local_5000/x/y:1");
+        assert_eq!(
+            map("quay.io/a/b:t"),
+            "mirror.example:8443/cache_quay_io/a/b:t"
+        );
+        assert_eq!(
+            map("quay.io/openshift-release-dev/ocp-v4.0-art-dev:x"),
+            "mirror.example:8443/cache_ocp/ocp-v4.0-art-dev:x"
+        );
+        assert_eq!(
+            map("quay.io/openshift-release-dev/ocp-release:4.20.0"),
+            "mirror.example:8443/mirrors/ocp-release:4.20.0"
+        );
+        assert_eq!(
+            map("nginx"),
+            "mirror.example:8443/cache_docker_io/library/nginx:latest"
+        );
+        assert_eq!(
+            map("registry.local:5000/x/y:1"),
+            "mirror.example:8443/cache_registry_local_5000/x/y:1"
+        );
         let j = job("cache:\n  host: proxy:5000\n  default_orgs: false\n").unwrap();
-        assert_eq!(j.cache().unwrap().cache_reference(&"quay.io/a/b:t".parse().unwrap()).to_string(), "proxy:5000/a/b:t");
+        assert_eq!(
+            j.cache()
+                .unwrap()
+                .cache_reference(&"quay.io/a/b:t".parse().unwrap())
+                .to_string(),
+            "proxy:5000/a/b:t"
+        );
     }
 
     #[test]
     fn endpoints_and_lists() {
         let dir = std::env::temp_dir().join(format!("prewarm-job-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("l.txt"), "# comment\nquay.io/a/b:1\n\n  quay.io/a/c:2  # trailing\nquay.io/a/b:1\n").unwrap();
+        std::fs::write(
+            dir.join("l.txt"),
+            "# comment\nquay.io/a/b:1\n\n  quay.io/a/c:2  # trailing\nquay.io/a/b:1\n",
+        )
+        .unwrap();
         let j = Job::parse(
             "registries:\n  quay.io:\n    endpoint: 127.0.0.1:5000\n    insecure: true\nimages: [quay.io/a/b:1]\nimage_lists: [l.txt]\n",
             &dir.join("job.yaml"),

@@ -13,7 +13,7 @@ use crate::job::{Job, Platforms, ResolveVia};
 use crate::progress::Reporter;
 use crate::reference::{Digest, Reference};
 use crate::registry::manifest::{is_index, Manifest};
-use crate::registry::{RegistryClient, Registries};
+use crate::registry::{Registries, RegistryClient};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Plan {
@@ -128,7 +128,9 @@ pub async fn build_from(
             Ok(w) => {
                 let repo = w.image.source.repo_path();
                 for m in w.manifests {
-                    manifests.entry((m.repository.clone(), m.digest.clone())).or_insert(m);
+                    manifests
+                        .entry((m.repository.clone(), m.digest.clone()))
+                        .or_insert(m);
                 }
                 for (digest, size, media_type) in w.blobs {
                     let entry = blobs.entry(digest.clone()).or_insert_with(|| PlannedBlob {
@@ -141,28 +143,48 @@ pub async fn build_from(
                 }
                 plan.images.push(w.image);
             }
-            Err(e) => plan.failures.push(PlanFailure { reference: source.to_string(), origin, error: format!("{e:#}") }),
+            Err(e) => plan.failures.push(PlanFailure {
+                reference: source.to_string(),
+                origin,
+                error: format!("{e:#}"),
+            }),
         }
     }
     plan.manifests = manifests.into_values().collect();
     plan.blobs = blobs.into_values().collect();
-    plan.blobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
+    plan.blobs
+        .sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
     reporter.finish_phase();
     Ok(plan)
 }
 
 /// The client and repository to read `source` from: the source registry, or the cache.
-fn reader(job: &Job, registries: &Registries, source: &Reference) -> Result<(Arc<RegistryClient>, String)> {
+fn reader(
+    job: &Job,
+    registries: &Registries,
+    source: &Reference,
+) -> Result<(Arc<RegistryClient>, String)> {
     match job.resolve {
-        ResolveVia::Source => Ok((registries.client(source.registry())?, source.repository().to_string())),
+        ResolveVia::Source => Ok((
+            registries.client(source.registry())?,
+            source.repository().to_string(),
+        )),
         ResolveVia::Cache => {
             let cached = job.cache()?.cache_reference(source);
-            Ok((registries.client(cached.registry())?, cached.repository().to_string()))
+            Ok((
+                registries.client(cached.registry())?,
+                cached.repository().to_string(),
+            ))
         }
     }
 }
 
-async fn resolve(job: &Job, registries: &Registries, source: &Reference, origin: &str) -> Result<Walked> {
+async fn resolve(
+    job: &Job,
+    registries: &Registries,
+    source: &Reference,
+    origin: &str,
+) -> Result<Walked> {
     let (client, repository) = reader(job, registries, source)?;
     // Resolve the tag with a HEAD (cheap, and what a refresh repeats); fetch the body by
     // digest so what is walked is exactly what was resolved.
@@ -206,21 +228,38 @@ async fn resolve(job: &Job, registries: &Registries, source: &Reference, origin:
             }
         }
         Manifest::Index { manifests, .. } => {
-            let wanted: Vec<_> = manifests.iter().filter(|m| wants(&job.platforms, m)).collect();
+            let wanted: Vec<_> = manifests
+                .iter()
+                .filter(|m| wants(&job.platforms, m))
+                .collect();
             if wanted.is_empty() {
-                let offered: Vec<String> =
-                    manifests.iter().filter_map(|m| m.platform.as_ref().map(|p| p.to_string())).collect();
-                bail!("`{source}`: no manifest for the wanted platforms (the index offers {})", offered.join(", "));
+                let offered: Vec<String> = manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+                    .collect();
+                bail!(
+                    "`{source}`: no manifest for the wanted platforms (the index offers {})",
+                    offered.join(", ")
+                );
             }
             for child in wanted {
                 if is_index(&child.media_type) {
                     bail!("`{source}`: nested index {} is not supported", child.digest);
                 }
-                let fetched = client.get_manifest(&repository, child.digest.as_str()).await?;
-                let Manifest::Image { config, layers, media_type } = Manifest::parse(&fetched.bytes, Some(&fetched.media_type))
+                let fetched = client
+                    .get_manifest(&repository, child.digest.as_str())
+                    .await?;
+                let Manifest::Image {
+                    config,
+                    layers,
+                    media_type,
+                } = Manifest::parse(&fetched.bytes, Some(&fetched.media_type))
                     .with_context(|| format!("manifest `{repo_path}@{}`", child.digest))?
                 else {
-                    bail!("`{source}`: child {} is not an image manifest", child.digest);
+                    bail!(
+                        "`{source}`: child {} is not an image manifest",
+                        child.digest
+                    );
                 };
                 if let Some(p) = &child.platform {
                     walked.image.platforms.push(p.to_string());

@@ -49,7 +49,13 @@ impl Default for LogLines {
     fn default() -> Self {
         let now = Instant::now();
         LogLines {
-            state: Mutex::new(LogState { name: String::new(), items: 0, bytes: 0, started: now, last: now }),
+            state: Mutex::new(LogState {
+                name: String::new(),
+                items: 0,
+                bytes: 0,
+                started: now,
+                last: now,
+            }),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             moved: AtomicU64::new(0),
@@ -71,7 +77,11 @@ impl LogLines {
         }
         let moved = self.moved.load(Ordering::Relaxed);
         if s.bytes > 0 || moved > 0 {
-            line.push_str(&format!(", {} of {}", human_bytes(moved), human_bytes(s.bytes)));
+            line.push_str(&format!(
+                ", {} of {}",
+                human_bytes(moved),
+                human_bytes(s.bytes)
+            ));
         }
         line.push_str(&format!(", {:.1}s", s.started.elapsed().as_secs_f64()));
         line
@@ -81,11 +91,24 @@ impl LogLines {
 impl Reporter for LogLines {
     fn phase(&self, name: &str, items: u64, bytes: u64) {
         let mut s = self.state.lock().expect("log state");
-        *s = LogState { name: name.to_string(), items, bytes, started: Instant::now(), last: Instant::now() };
+        *s = LogState {
+            name: name.to_string(),
+            items,
+            bytes,
+            started: Instant::now(),
+            last: Instant::now(),
+        };
         self.done.store(0, Ordering::Relaxed);
         self.failed.store(0, Ordering::Relaxed);
         self.moved.store(0, Ordering::Relaxed);
-        eprintln!("{name}: {items} to do{}", if bytes > 0 { format!(", {}", human_bytes(bytes)) } else { String::new() });
+        eprintln!(
+            "{name}: {items} to do{}",
+            if bytes > 0 {
+                format!(", {}", human_bytes(bytes))
+            } else {
+                String::new()
+            }
+        );
     }
     fn item_done(&self, _: &str, ok: bool) {
         self.done.fetch_add(1, Ordering::Relaxed);
@@ -118,7 +141,10 @@ pub struct Bars {
 
 impl Default for Bars {
     fn default() -> Self {
-        Bars { multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), bars: Mutex::new(None) }
+        Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars: Mutex::new(None),
+        }
     }
 }
 
@@ -133,9 +159,11 @@ impl Reporter for Bars {
         item_bar.set_prefix(name.to_string());
         let byte_bar = self.multi.add(ProgressBar::new(bytes));
         byte_bar.set_style(
-            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
         );
         byte_bar.set_prefix("bytes");
         if bytes == 0 {

@@ -32,7 +32,10 @@ pub enum DigestError {
 impl Digest {
     /// The sha256 digest of `bytes`.
     pub fn sha256_of(bytes: &[u8]) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
+        Digest(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(bytes))
+        ))
     }
 
     pub fn from_sha256_hex(hex: &str) -> Result<Digest, DigestError> {
@@ -69,7 +72,11 @@ impl FromStr for Digest {
             "sha512" => 128,
             _ => return Err(DigestError::Algorithm(s.to_string())),
         };
-        if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != len
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::Hex(s.to_string()));
         }
         Ok(Digest(s.to_string()))
@@ -116,7 +123,12 @@ pub struct ReferenceError {
 pub const DOCKER_HUB: &str = "docker.io";
 
 impl Reference {
-    pub fn new(registry: &str, repository: &str, tag: Option<&str>, digest: Option<Digest>) -> Self {
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Self {
         Reference {
             registry: registry.to_string(),
             repository: repository.to_string(),
@@ -145,7 +157,10 @@ impl Reference {
 
     /// The same image pinned to `digest`, keeping the tag for display and for tag pulls.
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference { digest: Some(digest), ..self.clone() }
+        Reference {
+            digest: Some(digest),
+            ..self.clone()
+        }
     }
 
     /// What to put after `/manifests/`: the digest when known, else the tag.
@@ -158,14 +173,18 @@ impl Reference {
     }
 
     fn error(reference: &str, reason: impl Into<String>) -> ReferenceError {
-        ReferenceError { reference: reference.to_string(), reason: reason.into() }
+        ReferenceError {
+            reference: reference.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
 fn valid_repository_component(c: &str) -> bool {
     // distribution's grammar: lowercase alphanumerics separated by `.`, `_`, `__` or `-`s.
     !c.is_empty()
-        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         && c.as_bytes()[0].is_ascii_alphanumeric()
         && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
 }
@@ -173,7 +192,8 @@ fn valid_repository_component(c: &str) -> bool {
 fn valid_tag(t: &str) -> bool {
     (1..=128).contains(&t.len())
         && (t.as_bytes()[0].is_ascii_alphanumeric() || t.starts_with('_'))
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn valid_host(h: &str) -> bool {
@@ -182,7 +202,9 @@ fn valid_host(h: &str) -> bool {
         None => (h, None),
     };
     !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && port.is_none_or(|p| !p.is_empty() && p.parse::<u16>().is_ok())
 }
 
@@ -195,11 +217,16 @@ impl FromStr for Reference {
             return Err(Reference::error(input, "empty"));
         }
         if s.contains("://") {
-            return Err(Reference::error(input, "a reference has no scheme (drop `docker://` or `https://`)"));
+            return Err(Reference::error(
+                input,
+                "a reference has no scheme (drop `docker://` or `https://`)",
+            ));
         }
         let (rest, digest) = match s.split_once('@') {
             Some((rest, d)) => {
-                let digest = d.parse::<Digest>().map_err(|e| Reference::error(input, e.to_string()))?;
+                let digest = d
+                    .parse::<Digest>()
+                    .map_err(|e| Reference::error(input, e.to_string()))?;
                 (rest, Some(digest))
             }
             None => (s, None),
@@ -207,13 +234,18 @@ impl FromStr for Reference {
         // The first component is a registry when it looks like a host: has a dot or a port,
         // or is `localhost`. Otherwise the whole thing is a Docker Hub path.
         let (registry, path) = match rest.split_once('/') {
-            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            Some((first, path))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
                 (first.to_string(), path)
             }
             _ => (DOCKER_HUB.to_string(), rest),
         };
         if !valid_host(&registry) {
-            return Err(Reference::error(input, format!("`{registry}` is not a valid registry host")));
+            return Err(Reference::error(
+                input,
+                format!("`{registry}` is not a valid registry host"),
+            ));
         }
         let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" {
             DOCKER_HUB.to_string()
@@ -241,8 +273,17 @@ impl FromStr for Reference {
         } else {
             path.to_string()
         };
-        let tag = if tag.is_none() && digest.is_none() { Some("latest".to_string()) } else { tag };
-        Ok(Reference { registry, repository, tag, digest })
+        let tag = if tag.is_none() && digest.is_none() {
+            Some("latest".to_string())
+        } else {
+            tag
+        };
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 }
 
@@ -290,11 +331,16 @@ mod tests {
 
     #[test]
     fn keeps_tag_and_digest() {
-        let r: Reference = format!("quay.io/openshift/origin-cli:4.20@{D}").parse().unwrap();
+        let r: Reference = format!("quay.io/openshift/origin-cli:4.20@{D}")
+            .parse()
+            .unwrap();
         assert_eq!(r.tag(), Some("4.20"));
         assert_eq!(r.digest().unwrap().as_str(), D);
         assert_eq!(r.manifest_key(), D);
-        assert_eq!(r.to_string(), format!("quay.io/openshift/origin-cli:4.20@{D}"));
+        assert_eq!(
+            r.to_string(),
+            format!("quay.io/openshift/origin-cli:4.20@{D}")
+        );
         let r: Reference = format!("quay.io/a/b@{D}").parse().unwrap();
         assert_eq!(r.tag(), None);
     }
@@ -311,20 +357,42 @@ mod tests {
 
     #[test]
     fn rejects_bad_references_naming_them() {
-        for bad in ["", "Quay.io/UPPER/x", "quay.io/a/b:bad tag", "quay.io/a@sha256:zz", "docker://quay.io/a", "quay.io/a/b:"] {
+        for bad in [
+            "",
+            "Quay.io/UPPER/x",
+            "quay.io/a/b:bad tag",
+            "quay.io/a@sha256:zz",
+            "docker://quay.io/a",
+            "quay.io/a/b:",
+        ] {
             let err = bad.parse::<Reference>().unwrap_err();
-            assert!(err.to_string().contains(&format!("`{}`", bad.trim())), "{err}");
+            assert!(
+                err.to_string().contains(&format!("`{}`", bad.trim())),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn digest_validation() {
         assert!(D.parse::<Digest>().is_ok());
-        assert!(matches!("md5:abc".parse::<Digest>(), Err(DigestError::Algorithm(_))));
-        assert!(matches!("sha256:ABC".parse::<Digest>(), Err(DigestError::Hex(_))));
-        assert!(matches!("1111".parse::<Digest>(), Err(DigestError::NoAlgorithm(_))));
+        assert!(matches!(
+            "md5:abc".parse::<Digest>(),
+            Err(DigestError::Algorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:ABC".parse::<Digest>(),
+            Err(DigestError::Hex(_))
+        ));
+        assert!(matches!(
+            "1111".parse::<Digest>(),
+            Err(DigestError::NoAlgorithm(_))
+        ));
         let d = Digest::sha256_of(b"");
-        assert_eq!(d.hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(d.short(), "sha256:e3b0c44298fc");
     }
 }

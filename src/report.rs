@@ -73,18 +73,40 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn failed(&self) -> impl Iterator<Item = &ImageReport> {
-        self.images.iter().filter(|i| matches!(i.status, ImageStatus::Failed | ImageStatus::Missing))
+        self.images
+            .iter()
+            .filter(|i| matches!(i.status, ImageStatus::Failed | ImageStatus::Missing))
     }
 
     /// Count the statuses into the summary.
     pub fn tally(&mut self) {
         let s = &mut self.summary;
         s.images = self.images.len();
-        s.warmed = self.images.iter().filter(|i| i.status == ImageStatus::Warmed).count();
-        s.cached = self.images.iter().filter(|i| i.status == ImageStatus::Cached).count();
-        s.present = self.images.iter().filter(|i| i.status == ImageStatus::Present).count();
-        s.missing = self.images.iter().filter(|i| i.status == ImageStatus::Missing).count();
-        s.failed = self.images.iter().filter(|i| i.status == ImageStatus::Failed).count();
+        s.warmed = self
+            .images
+            .iter()
+            .filter(|i| i.status == ImageStatus::Warmed)
+            .count();
+        s.cached = self
+            .images
+            .iter()
+            .filter(|i| i.status == ImageStatus::Cached)
+            .count();
+        s.present = self
+            .images
+            .iter()
+            .filter(|i| i.status == ImageStatus::Present)
+            .count();
+        s.missing = self
+            .images
+            .iter()
+            .filter(|i| i.status == ImageStatus::Missing)
+            .count();
+        s.failed = self
+            .images
+            .iter()
+            .filter(|i| i.status == ImageStatus::Failed)
+            .count();
     }
 
     /// The human summary: a few lines, then one line per failed image.
@@ -112,7 +134,12 @@ impl RunReport {
         for image in self.failed() {
             match (&image.error, image.missing.is_empty()) {
                 (Some(e), _) => writeln!(out, "error: {}: {e}", image.reference)?,
-                (None, false) => writeln!(out, "missing: {}: {}", image.reference, image.missing.join(", "))?,
+                (None, false) => writeln!(
+                    out,
+                    "missing: {}: {}",
+                    image.reference,
+                    image.missing.join(", ")
+                )?,
                 (None, true) => writeln!(out, "error: {}", image.reference)?,
             }
         }
@@ -127,9 +154,16 @@ impl RunReport {
 /// Write to a temporary file beside `path`, then rename: readers see the old file or the new
 /// one, never a part.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -14,8 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::reference::Digest;
 
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE warmed (
+const MIGRATIONS: &[&str] = &["CREATE TABLE warmed (
         cache TEXT NOT NULL,
         repository TEXT NOT NULL,
         digest TEXT NOT NULL,
@@ -29,8 +28,7 @@ const MIGRATIONS: &[&str] = &[
         started INTEGER NOT NULL,
         finished INTEGER NOT NULL,
         summary TEXT NOT NULL
-    );",
-];
+    );"];
 
 pub struct State {
     conn: Mutex<Connection>,
@@ -49,9 +47,11 @@ impl State {
 
     pub fn open(path: &Path) -> Result<State> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create state directory {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         }
-        let conn = Connection::open(path).with_context(|| format!("cannot open state {}", path.display()))?;
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open state {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -66,11 +66,15 @@ impl State {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(sql).with_context(|| format!("state {}: migration {}", path.display(), i + 1))?;
+            tx.execute_batch(sql)
+                .with_context(|| format!("state {}: migration {}", path.display(), i + 1))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(State { conn: Mutex::new(conn), path: path.to_path_buf() })
+        Ok(State {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn is_warm(&self, cache: &str, repository: &str, digest: &Digest) -> Result<bool> {
@@ -85,7 +89,13 @@ impl State {
         Ok(found.is_some())
     }
 
-    pub fn record_warm(&self, cache: &str, repository: &str, digest: &Digest, size: u64) -> Result<()> {
+    pub fn record_warm(
+        &self,
+        cache: &str,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
         let conn = self.conn.lock().expect("state lock");
         conn.execute(
             "INSERT INTO warmed (cache, repository, digest, size, at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -104,7 +114,12 @@ impl State {
         Ok(())
     }
 
-    pub fn record_run(&self, command: &str, started: i64, summary: &serde_json::Value) -> Result<()> {
+    pub fn record_run(
+        &self,
+        command: &str,
+        started: i64,
+        summary: &serde_json::Value,
+    ) -> Result<()> {
         let conn = self.conn.lock().expect("state lock");
         conn.execute(
             "INSERT INTO runs (command, started, finished, summary) VALUES (?1, ?2, ?3, ?4)",
@@ -115,7 +130,10 @@ impl State {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -131,7 +149,8 @@ mod tests {
             let s = State::open(&path).unwrap();
             assert!(!s.is_warm("c", "r", &d).unwrap());
             s.record_warm("c", "r", &d, 1).unwrap();
-            s.record_run("warm", 0, &serde_json::json!({"images": 1})).unwrap();
+            s.record_run("warm", 0, &serde_json::json!({"images": 1}))
+                .unwrap();
         }
         let s = State::open(&path).unwrap();
         assert!(s.is_warm("c", "r", &d).unwrap());

@@ -21,7 +21,9 @@ fn usage() -> ! {
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_else(|| usage());
-    let mut dir = std::env::var_os("PREWARM_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/prewarm-lab"));
+    let mut dir = std::env::var_os("PREWARM_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/prewarm-lab"));
     let mut scale = Scale::Test;
     let mut large = None;
     while let Some(a) = args.next() {
@@ -37,11 +39,21 @@ async fn main() -> Result<()> {
             let lab = Lab::start(&dir, true)?;
             let job = lab.write_job()?;
             println!("lab up in {}: cache http://{} (orgs cache_quay_io, cache_registry_redhat_io), quay.io at {}, registry.redhat.io at https://{}", dir.display(), lab.front_addr(), lab.quay_addr(), lab.redhat_addr());
-            println!("job: {}  auth: {}", job.display(), dir.join("auth.json").display());
+            println!(
+                "job: {}  auth: {}",
+                job.display(),
+                dir.join("auth.json").display()
+            );
         }
         "seed" => {
             let lab = Lab::load(&dir)?;
-            let seed = lab.seed(&SeedOptions { scale, large_layer_bytes: large, work_dir: dir.join("seed-work") }).await?;
+            let seed = lab
+                .seed(&SeedOptions {
+                    scale,
+                    large_layer_bytes: large,
+                    work_dir: dir.join("seed-work"),
+                })
+                .await?;
             let unique = seed.unique_blobs();
             println!(
                 "seeded {} images, {} unique blobs, {} bytes; list in {}",
@@ -60,7 +72,13 @@ async fn main() -> Result<()> {
         "reset-cache" => Lab::load(&dir)?.reset_cache()?,
         "env" => {
             let lab = Lab::load(&dir)?;
-            println!("FRONT={}\nQUAY={}\nREDHAT={}\nCA={}", lab.front_addr(), lab.quay_addr(), lab.redhat_addr(), lab.ca_cert.display());
+            println!(
+                "FRONT={}\nQUAY={}\nREDHAT={}\nCA={}",
+                lab.front_addr(),
+                lab.quay_addr(),
+                lab.redhat_addr(),
+                lab.ca_cert.display()
+            );
         }
         other => bail!("unknown lab command `{other}`"),
     }

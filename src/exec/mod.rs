@@ -46,7 +46,9 @@ const ERRORS_SHOWN: usize = 3;
 
 impl ImageOutcomes {
     pub fn new(plan: &Plan) -> Self {
-        ImageOutcomes(Mutex::new((0..plan.images.len()).map(|_| Outcome::default()).collect()))
+        ImageOutcomes(Mutex::new(
+            (0..plan.images.len()).map(|_| Outcome::default()).collect(),
+        ))
     }
     fn with(&self, i: usize, f: impl FnOnce(&mut Outcome)) {
         f(&mut self.0.lock().expect("outcomes lock")[i]);
@@ -73,7 +75,11 @@ impl ImageOutcomes {
 
     /// One report per planned image (status from `status` unless it failed), then one per
     /// source the plan could not resolve.
-    pub fn into_reports(self, plan: &Plan, status: impl Fn(&Outcome) -> ImageStatus) -> Vec<ImageReport> {
+    pub fn into_reports(
+        self,
+        plan: &Plan,
+        status: impl Fn(&Outcome) -> ImageStatus,
+    ) -> Vec<ImageReport> {
         let outcomes = self.0.into_inner().expect("outcomes lock");
         let mut reports: Vec<ImageReport> = plan
             .images
@@ -91,7 +97,11 @@ impl ImageOutcomes {
                 ImageReport {
                     reference: image.source.to_string(),
                     digest: Some(image.digest.to_string()),
-                    status: if failed { ImageStatus::Failed } else { status(&o) },
+                    status: if failed {
+                        ImageStatus::Failed
+                    } else {
+                        status(&o)
+                    },
                     bytes: o.bytes,
                     origin: image.origin.clone(),
                     error,

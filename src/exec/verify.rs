@@ -8,7 +8,7 @@
 use anyhow::Result;
 use futures::StreamExt;
 
-use super::warm::blob_items;
+use super::warm::blob_rounds;
 use super::{ImageOutcomes, Work};
 use crate::plan::Plan;
 use crate::registry::RegistryError;
@@ -19,7 +19,8 @@ pub async fn verify(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
     let client = work.registries.client(&cache.host)?;
     let outcomes = ImageOutcomes::new(plan);
 
-    work.reporter.phase("manifests", plan.images.len() as u64, 0);
+    work.reporter
+        .phase("manifests", plan.images.len() as u64, 0);
     futures::stream::iter(plan.images.iter().enumerate())
         .for_each_concurrent(work.jobs, |(i, image)| {
             let client = &client;
@@ -29,7 +30,9 @@ pub async fn verify(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
                 for digest in &image.manifests {
                     match client.head_manifest(&repo, digest.as_str()).await {
                         Ok(_) => {}
-                        Err(RegistryError::NotFound { .. }) => outcomes.missing(i, format!("manifest {digest}")),
+                        Err(RegistryError::NotFound { .. }) => {
+                            outcomes.missing(i, format!("manifest {digest}"))
+                        }
                         Err(e) => outcomes.fail(i, e.to_string()),
                     }
                 }
@@ -39,7 +42,7 @@ pub async fn verify(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
         .await;
     work.reporter.finish_phase();
 
-    let items = blob_items(work, plan)?;
+    let items: Vec<_> = blob_rounds(work, plan)?.into_iter().flatten().collect();
     work.reporter.phase("blobs", items.len() as u64, 0);
     futures::stream::iter(items)
         .for_each_concurrent(work.jobs, |item| {
@@ -54,11 +57,18 @@ pub async fn verify(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
                         Err(e) => outcomes.fail(i, e.to_string()),
                     }
                 }
-                work.reporter.item_done(&item.digest.short(), matches!(result, Ok(Some(_))));
+                work.reporter
+                    .item_done(&item.digest.short(), matches!(result, Ok(Some(_))));
             }
         })
         .await;
     work.reporter.finish_phase();
 
-    Ok(outcomes.into_reports(plan, |o| if o.missing.is_empty() { ImageStatus::Present } else { ImageStatus::Missing }))
+    Ok(outcomes.into_reports(plan, |o| {
+        if o.missing.is_empty() {
+            ImageStatus::Present
+        } else {
+            ImageStatus::Missing
+        }
+    }))
 }

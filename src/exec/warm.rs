@@ -17,6 +17,9 @@ use crate::reference::Digest;
 use crate::registry::Discard;
 use crate::report::{ImageReport, ImageStatus};
 
+/// Pause between blob rounds (see `blob_rounds`).
+const ROUND_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+
 enum BlobResult {
     Fetched(u64),
     AlreadyCached,
@@ -29,7 +32,8 @@ pub async fn warm(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
     let outcomes = ImageOutcomes::new(plan);
 
     // Manifests: per image in order, images in parallel.
-    work.reporter.phase("manifests", plan.images.len() as u64, 0);
+    work.reporter
+        .phase("manifests", plan.images.len() as u64, 0);
     futures::stream::iter(plan.images.iter().enumerate())
         .for_each_concurrent(work.jobs, |(i, image)| {
             let client = &client;
@@ -64,28 +68,38 @@ pub async fn warm(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
     work.reporter.finish_phase();
 
     // Blobs: every (cache repository, blob) pair once, biggest first.
-    let items = blob_items(work, plan)?;
-    let total: u64 = items.iter().map(|i| i.size).sum();
-    work.reporter.phase("blobs", items.len() as u64, total);
+    let rounds = blob_rounds(work, plan)?;
+    let total: u64 = rounds.iter().flatten().map(|i| i.size).sum();
+    let count = rounds.iter().map(Vec::len).sum::<usize>();
+    work.reporter.phase("blobs", count as u64, total);
     let cache_host = cache.host.as_str();
-    futures::stream::iter(items)
-        .for_each_concurrent(work.jobs, |item| {
-            let client = &client;
-            let outcomes = &outcomes;
-            async move {
-                let result = warm_blob(work, client, cache_host, &item.repository, &item.digest).await;
-                let ok = !matches!(result, BlobResult::Failed(_));
-                for &i in &item.images {
-                    match &result {
-                        BlobResult::Fetched(n) => outcomes.fetched(i, *n),
-                        BlobResult::AlreadyCached => {}
-                        BlobResult::Failed(e) => outcomes.fail(i, e.clone()),
+    for (n, round) in rounds.into_iter().enumerate() {
+        if n > 0 {
+            // Let the cache finish keeping what the last round fetched: a blob asked for
+            // through a second repository while the cache still stores it through the first
+            // is served without being kept (distribution's proxy does that).
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+        futures::stream::iter(round)
+            .for_each_concurrent(work.jobs, |item| {
+                let client = &client;
+                let outcomes = &outcomes;
+                async move {
+                    let result =
+                        warm_blob(work, client, cache_host, &item.repository, &item.digest).await;
+                    let ok = !matches!(result, BlobResult::Failed(_));
+                    for &i in &item.images {
+                        match &result {
+                            BlobResult::Fetched(n) => outcomes.fetched(i, *n),
+                            BlobResult::AlreadyCached => {}
+                            BlobResult::Failed(e) => outcomes.fail(i, e.clone()),
+                        }
                     }
+                    work.reporter.item_done(&item.digest.short(), ok);
                 }
-                work.reporter.item_done(&item.digest.short(), ok);
-            }
-        })
-        .await;
+            })
+            .await;
+    }
     work.reporter.finish_phase();
 
     Ok(outcomes.into_reports(plan, |o| {
@@ -105,7 +119,10 @@ async fn warm_blob(
     digest: &Digest,
 ) -> BlobResult {
     if let Some(state) = work.state {
-        if state.is_warm(cache_host, repository, digest).unwrap_or(false) {
+        if state
+            .is_warm(cache_host, repository, digest)
+            .unwrap_or(false)
+        {
             match client.head_blob(repository, digest).await {
                 Ok(Some(_)) => return BlobResult::AlreadyCached,
                 Ok(None) => {
@@ -116,7 +133,10 @@ async fn warm_blob(
         }
     }
     let reporter = work.reporter;
-    match client.fetch_blob(repository, digest, &mut Discard, &|n| reporter.bytes(n)).await {
+    match client
+        .fetch_blob(repository, digest, &mut Discard, &|n| reporter.bytes(n))
+        .await
+    {
         Ok(n) => {
             if let Some(state) = work.state {
                 if let Err(e) = state.record_warm(cache_host, repository, digest, n) {
@@ -138,24 +158,42 @@ pub(super) struct BlobItem {
     pub images: Vec<usize>,
 }
 
-/// Every (cache repository, blob) pair of the plan with the images needing it, biggest first.
-pub(super) fn blob_items(work: &Work<'_>, plan: &Plan) -> Result<Vec<BlobItem>> {
+/// Every (cache repository, blob) pair of the plan with the images needing it, in rounds:
+/// round N holds each digest's N-th repository, so within a round every digest is distinct,
+/// and each round is biggest first.
+pub(super) fn blob_rounds(work: &Work<'_>, plan: &Plan) -> Result<Vec<Vec<BlobItem>>> {
     let cache = work.job.cache()?;
     let sizes: BTreeMap<&Digest, u64> = plan.blobs.iter().map(|b| (&b.digest, b.size)).collect();
     let mut items: BTreeMap<(String, Digest), BlobItem> = BTreeMap::new();
     for (i, image) in plan.images.iter().enumerate() {
         let repository = cache_repository(cache, &image.source);
         for digest in &image.blobs {
-            let item = items.entry((repository.clone(), digest.clone())).or_insert_with(|| BlobItem {
-                repository: repository.clone(),
-                digest: digest.clone(),
-                size: sizes.get(digest).copied().unwrap_or(0),
-                images: Vec::new(),
-            });
+            let item = items
+                .entry((repository.clone(), digest.clone()))
+                .or_insert_with(|| BlobItem {
+                    repository: repository.clone(),
+                    digest: digest.clone(),
+                    size: sizes.get(digest).copied().unwrap_or(0),
+                    images: Vec::new(),
+                });
             item.images.push(i);
         }
     }
-    let mut items: Vec<BlobItem> = items.into_values().collect();
-    items.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
-    Ok(items)
+    // One digest is never in flight through two repositories at once: a cache may serve the
+    // second straight from upstream without keeping it, and the upstream is spared fetching
+    // one blob twice at the same time.
+    let mut rounds: Vec<Vec<BlobItem>> = Vec::new();
+    let mut seen: BTreeMap<Digest, usize> = BTreeMap::new();
+    for item in items.into_values() {
+        let n = seen.entry(item.digest.clone()).or_default();
+        if rounds.len() <= *n {
+            rounds.push(Vec::new());
+        }
+        rounds[*n].push(item);
+        *n += 1;
+    }
+    for round in &mut rounds {
+        round.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
+    }
+    Ok(rounds)
 }

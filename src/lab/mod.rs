@@ -18,12 +18,19 @@ pub use seed::{Scale, Seed, SeedOptions, Target};
 impl Lab {
     /// The quay.io stand-in as a push target (plain HTTP, anonymous).
     pub fn quay_target(&self) -> Target {
-        Target { host: "quay.io".into(), endpoint: self.quay_addr(), https: false, ca_pem: None, credentials: None }
+        Target {
+            host: "quay.io".into(),
+            endpoint: self.quay_addr(),
+            https: false,
+            ca_pem: None,
+            credentials: None,
+        }
     }
 
     /// The registry.redhat.io stand-in as a push target (TLS with the lab CA, Basic auth).
     pub fn redhat_target(&self) -> Result<Target> {
-        let ca = std::fs::read(&self.ca_cert).with_context(|| format!("cannot read {}", self.ca_cert.display()))?;
+        let ca = std::fs::read(&self.ca_cert)
+            .with_context(|| format!("cannot read {}", self.ca_cert.display()))?;
         Ok(Target {
             host: "registry.redhat.io".into(),
             endpoint: self.redhat_addr(),
@@ -67,7 +74,11 @@ impl Lab {
 
 /// Where a test's lab lives: a fresh directory under the system temp dir.
 pub fn scratch_dir(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("prewarm-{name}-{}-{}", std::process::id(), crate::state::now()));
+    let dir = std::env::temp_dir().join(format!(
+        "prewarm-{name}-{}-{}",
+        std::process::id(),
+        crate::state::now()
+    ));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -78,5 +89,10 @@ pub fn scratch_dir(name: &str) -> Result<PathBuf> {
 /// The storage file of blob `digest` under a distribution registry's root.
 pub fn blob_data_path(storage: &Path, digest: &crate::reference::Digest) -> PathBuf {
     let hex = digest.hex();
-    storage.join(format!("docker/registry/v2/blobs/{}/{}/{}/data", digest.algorithm(), &hex[..2], hex))
+    storage.join(format!(
+        "docker/registry/v2/blobs/{}/{}/{}/data",
+        digest.algorithm(),
+        &hex[..2],
+        hex
+    ))
 }

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures::StreamExt;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT as ACCEPT_HEADER, AUTHORIZATION, CONTENT_TYPE, RANGE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT as ACCEPT_HEADER, AUTHORIZATION, CONTENT_TYPE, RANGE,
+};
 use reqwest::{Method, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
@@ -46,7 +48,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 5, base_delay: Duration::from_millis(250), max_delay: Duration::from_secs(30) }
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        }
     }
 }
 
@@ -61,22 +67,43 @@ impl RetryPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot reach registry `{host}` at {address}: {detail}")]
-    Unreachable { host: String, address: String, detail: String },
+    Unreachable {
+        host: String,
+        address: String,
+        detail: String,
+    },
     #[error("registry `{host}` refused the credentials{which} ({status}): {detail}")]
-    Unauthorized { host: String, which: String, status: u16, detail: String },
+    Unauthorized {
+        host: String,
+        which: String,
+        status: u16,
+        detail: String,
+    },
     #[error("{what} not found on `{host}`")]
     NotFound { host: String, what: String },
     #[error("{what}: digest mismatch: expected {expected}, received bytes hash to {actual}")]
-    DigestMismatch { what: String, expected: Digest, actual: String },
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: String,
+    },
     #[error("{what}: registry `{host}` answered {status}: {detail}")]
-    Status { host: String, what: String, status: u16, detail: String },
+    Status {
+        host: String,
+        what: String,
+        status: u16,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone)]
 enum Challenge {
     None,
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 /// Where a streamed blob's bytes go; `restart` is called when a resume was not possible
@@ -135,10 +162,18 @@ impl RegistryClient {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         if let Some(ca) = &endpoint.ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| anyhow::anyhow!("registry `{host}`: cannot read CA file {}: {e}", ca.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| anyhow::anyhow!("registry `{host}`: CA file {} is not a PEM certificate: {e}", ca.display()))?;
+            let pem = std::fs::read(ca).map_err(|e| {
+                anyhow::anyhow!(
+                    "registry `{host}`: cannot read CA file {}: {e}",
+                    ca.display()
+                )
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "registry `{host}`: CA file {} is not a PEM certificate: {e}",
+                    ca.display()
+                )
+            })?;
             builder = builder.add_root_certificate(cert);
         }
         Ok(RegistryClient {
@@ -158,18 +193,33 @@ impl RegistryClient {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> RegistryError {
-        RegistryError::Unreachable { host: self.host.clone(), address: self.endpoint.address.clone(), detail: root_cause(e) }
+        RegistryError::Unreachable {
+            host: self.host.clone(),
+            address: self.endpoint.address.clone(),
+            detail: root_cause(e),
+        }
     }
 
     /// `GET /v2/` once: learn the scheme and the auth challenge.
     async fn base(&self) -> Result<&(String, Challenge), RegistryError> {
         self.base
             .get_or_try_init(|| async {
-                let schemes: &[&str] = if self.endpoint.insecure { &["https", "http"] } else { &["https"] };
+                let schemes: &[&str] = if self.endpoint.insecure {
+                    &["https", "http"]
+                } else {
+                    &["https"]
+                };
                 let mut last = None;
-                for scheme in schemes {
+                for (i, scheme) in schemes.iter().enumerate() {
                     let url = format!("{scheme}://{}/v2/", self.endpoint.address);
-                    match self.send_raw(|| self.http.get(&url)).await {
+                    // Probing HTTPS on an `insecure` endpoint that may speak plain HTTP: one
+                    // try, then fall back, rather than backing off on a handshake that cannot work.
+                    let attempts = if i + 1 < schemes.len() {
+                        1
+                    } else {
+                        self.retry.attempts
+                    };
+                    match self.send_raw(attempts, || self.http.get(&url)).await {
                         Ok(resp) => return self.read_challenge(scheme, resp).await,
                         Err(e) => last = Some(e),
                     }
@@ -179,7 +229,11 @@ impl RegistryClient {
             .await
     }
 
-    async fn read_challenge(&self, scheme: &str, resp: Response) -> Result<(String, Challenge), RegistryError> {
+    async fn read_challenge(
+        &self,
+        scheme: &str,
+        resp: Response,
+    ) -> Result<(String, Challenge), RegistryError> {
         let base = format!("{scheme}://{}", self.endpoint.address);
         let status = resp.status();
         if status.is_success() {
@@ -204,7 +258,11 @@ impl RegistryClient {
     }
 
     /// Send with retries on connection errors, 5xx and 429. No auth here.
-    async fn send_raw(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Response, RegistryError> {
+    async fn send_raw(
+        &self,
+        attempts: u32,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Response, RegistryError> {
         let mut attempt = 0;
         loop {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -215,13 +273,15 @@ impl RegistryClient {
                 Err(e) if e.is_builder() => return Err(self.unreachable(e)),
                 Err(_) => None,
             };
-            if attempt + 1 >= self.retry.attempts {
+            if attempt + 1 >= attempts {
                 return match result {
                     Ok(resp) => Ok(resp),
                     Err(e) => Err(self.unreachable(&e)),
                 };
             }
-            let delay = wait.unwrap_or_else(|| self.retry.delay(attempt)).min(self.retry.max_delay);
+            let delay = wait
+                .unwrap_or_else(|| self.retry.delay(attempt))
+                .min(self.retry.max_delay);
             tracing::debug!(host = %self.host, attempt, ?delay, "retrying");
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(delay).await;
@@ -244,15 +304,21 @@ impl RegistryClient {
         loop {
             let auth = self.authorization(challenge, repository, renewed).await?;
             let resp = self
-                .send_raw(|| {
-                    let mut req = self.http.request(method.clone(), &url).headers(headers.clone());
+                .send_raw(self.retry.attempts, || {
+                    let mut req = self
+                        .http
+                        .request(method.clone(), &url)
+                        .headers(headers.clone());
                     if let Some(a) = &auth {
                         req = req.header(AUTHORIZATION, a.clone());
                     }
                     req
                 })
                 .await?;
-            if resp.status() == StatusCode::UNAUTHORIZED && matches!(challenge, Challenge::Bearer { .. }) && !renewed {
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && matches!(challenge, Challenge::Bearer { .. })
+                && !renewed
+            {
                 renewed = true;
                 continue;
             }
@@ -284,7 +350,9 @@ impl RegistryClient {
             Challenge::Bearer { realm, service } => {
                 let scope = format!("repository:{repository}:pull");
                 if !force_new {
-                    if let Some((token, until)) = self.tokens.lock().expect("token lock").get(&scope) {
+                    if let Some((token, until)) =
+                        self.tokens.lock().expect("token lock").get(&scope)
+                    {
                         if Instant::now() < *until {
                             return Ok(Some(bearer_header(token)));
                         }
@@ -296,13 +364,18 @@ impl RegistryClient {
         }
     }
 
-    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String, RegistryError> {
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<String, RegistryError> {
         let mut query = vec![("scope", scope.to_string())];
         if let Some(s) = service {
             query.push(("service", s.to_string()));
         }
         let resp = self
-            .send_raw(|| {
+            .send_raw(self.retry.attempts, || {
                 let mut req = self.http.get(realm).query(&query);
                 if let Some(c) = &self.credentials {
                     req = req.header(AUTHORIZATION, basic_header(c));
@@ -316,7 +389,12 @@ impl RegistryClient {
                 Some(c) => format!(" for user `{}`", c.username),
                 None => " (no credentials found for it in the auth file)".to_string(),
             };
-            return Err(RegistryError::Unauthorized { host: self.host.clone(), which, status: status.as_u16(), detail: body_detail(resp).await });
+            return Err(RegistryError::Unauthorized {
+                host: self.host.clone(),
+                which,
+                status: status.as_u16(),
+                detail: body_detail(resp).await,
+            });
         }
         #[derive(serde::Deserialize)]
         struct TokenResponse {
@@ -334,7 +412,10 @@ impl RegistryClient {
         // Renew a little early so a token does not expire between check and use.
         let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).max(1));
         let until = Instant::now() + lifetime - (lifetime / 5).min(Duration::from_secs(10));
-        self.tokens.lock().expect("token lock").insert(scope.to_string(), (token.clone(), until));
+        self.tokens
+            .lock()
+            .expect("token lock")
+            .insert(scope.to_string(), (token.clone(), until));
         Ok(token)
     }
 
@@ -345,10 +426,21 @@ impl RegistryClient {
 
     /// HEAD a manifest: its digest, media type and size, or `None` where the registry sends
     /// no `Docker-Content-Digest` (then a GET is needed).
-    pub async fn head_manifest(&self, repository: &str, key: &str) -> Result<Option<(Digest, String, u64)>, RegistryError> {
+    pub async fn head_manifest(
+        &self,
+        repository: &str,
+        key: &str,
+    ) -> Result<Option<(Digest, String, u64)>, RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT));
-        let resp = self.send(Method::HEAD, repository, &format!("manifests/{key}"), headers).await?;
+        let resp = self
+            .send(
+                Method::HEAD,
+                repository,
+                &format!("manifests/{key}"),
+                headers,
+            )
+            .await?;
         let what = self.what_manifest(repository, key);
         let resp = self.check(resp, &what).await?;
         let digest = resp
@@ -362,13 +454,24 @@ impl RegistryClient {
     }
 
     /// GET a manifest's exact bytes; when asked by digest, the bytes must hash to it.
-    pub async fn get_manifest(&self, repository: &str, key: &str) -> Result<FetchedManifest, RegistryError> {
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        key: &str,
+    ) -> Result<FetchedManifest, RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT));
         let what = self.what_manifest(repository, key);
         let mut attempt = 0;
         loop {
-            let resp = self.send(Method::GET, repository, &format!("manifests/{key}"), headers.clone()).await?;
+            let resp = self
+                .send(
+                    Method::GET,
+                    repository,
+                    &format!("manifests/{key}"),
+                    headers.clone(),
+                )
+                .await?;
             let resp = self.check(resp, &what).await?;
             let media_type = content_type(resp.headers());
             let body = match resp.bytes().await {
@@ -381,7 +484,9 @@ impl RegistryClient {
                 }
                 Err(e) => return Err(self.unreachable(&e)),
             };
-            self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+            self.stats
+                .bytes
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
             let digest = Digest::sha256_of(&body);
             if let Ok(expected) = key.parse::<Digest>() {
                 if expected != digest {
@@ -390,16 +495,35 @@ impl RegistryClient {
                         attempt += 1;
                         continue;
                     }
-                    return Err(RegistryError::DigestMismatch { what, expected, actual: digest.to_string() });
+                    return Err(RegistryError::DigestMismatch {
+                        what,
+                        expected,
+                        actual: digest.to_string(),
+                    });
                 }
             }
-            return Ok(FetchedManifest { bytes: body, media_type, digest });
+            return Ok(FetchedManifest {
+                bytes: body,
+                media_type,
+                digest,
+            });
         }
     }
 
     /// HEAD a blob: its size if the registry holds it.
-    pub async fn head_blob(&self, repository: &str, digest: &Digest) -> Result<Option<u64>, RegistryError> {
-        let resp = self.send(Method::HEAD, repository, &format!("blobs/{digest}"), HeaderMap::new()).await?;
+    pub async fn head_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        let resp = self
+            .send(
+                Method::HEAD,
+                repository,
+                &format!("blobs/{digest}"),
+                HeaderMap::new(),
+            )
+            .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(resp.content_length().unwrap_or(0))),
@@ -433,11 +557,17 @@ impl RegistryClient {
         loop {
             let mut headers = HeaderMap::new();
             if received > 0 {
-                headers.insert(RANGE, HeaderValue::from_str(&format!("bytes={received}-")).expect("range header"));
+                headers.insert(
+                    RANGE,
+                    HeaderValue::from_str(&format!("bytes={received}-")).expect("range header"),
+                );
             }
-            let resp = self.send(Method::GET, repository, &format!("blobs/{digest}"), headers).await?;
+            let resp = self
+                .send(Method::GET, repository, &format!("blobs/{digest}"), headers)
+                .await?;
             let resp = self.check(resp, &what).await?;
-            let resumed = resp.status() == StatusCode::PARTIAL_CONTENT && content_range_start(resp.headers()) == Some(received);
+            let resumed = resp.status() == StatusCode::PARTIAL_CONTENT
+                && content_range_start(resp.headers()) == Some(received);
             if received > 0 {
                 if resumed {
                     self.stats.resumed.fetch_add(1, Ordering::Relaxed);
@@ -455,7 +585,9 @@ impl RegistryClient {
                         hasher.update(&chunk);
                         sink.write(&chunk).map_err(io_error)?;
                         received += chunk.len() as u64;
-                        self.stats.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        self.stats
+                            .bytes
+                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         progress(chunk.len() as u64);
                     }
                     Err(e) => {
@@ -466,9 +598,15 @@ impl RegistryClient {
             }
             if let Some(detail) = broke {
                 if attempt + 1 >= self.retry.attempts {
-                    return Err(RegistryError::Unreachable { host: self.host.clone(), address: self.endpoint.address.clone(), detail: format!("{what}: {detail}") });
+                    return Err(RegistryError::Unreachable {
+                        host: self.host.clone(),
+                        address: self.endpoint.address.clone(),
+                        detail: format!("{what}: {detail}"),
+                    });
                 }
-                tracing::debug!("{what}: body broke off after {received} bytes ({detail}); resuming");
+                tracing::debug!(
+                    "{what}: body broke off after {received} bytes ({detail}); resuming"
+                );
                 self.backoff(attempt).await;
                 attempt += 1;
                 continue;
@@ -480,7 +618,11 @@ impl RegistryClient {
             // A flipped byte in transit deserves another try; a corrupt stored blob will
             // hash wrong every time and is reported.
             if attempt + 1 >= self.retry.attempts {
-                return Err(RegistryError::DigestMismatch { what, expected: digest.clone(), actual });
+                return Err(RegistryError::DigestMismatch {
+                    what,
+                    expected: digest.clone(),
+                    actual,
+                });
             }
             tracing::debug!("{what}: digest mismatch ({actual}); fetching again");
             received = 0;
@@ -502,9 +644,17 @@ impl RegistryClient {
             return Ok(resp);
         }
         if status == StatusCode::NOT_FOUND {
-            return Err(RegistryError::NotFound { host: self.host.clone(), what: what.to_string() });
+            return Err(RegistryError::NotFound {
+                host: self.host.clone(),
+                what: what.to_string(),
+            });
         }
-        Err(RegistryError::Status { host: self.host.clone(), what: what.to_string(), status: status.as_u16(), detail: body_detail(resp).await })
+        Err(RegistryError::Status {
+            host: self.host.clone(),
+            what: what.to_string(),
+            status: status.as_u16(),
+            detail: body_detail(resp).await,
+        })
     }
 }
 
@@ -514,12 +664,19 @@ fn is_retryable_status(s: StatusCode) -> bool {
 
 /// Retry-After as seconds or an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 fn content_range_start(headers: &HeaderMap) -> Option<u64> {
@@ -537,14 +694,16 @@ fn content_type(headers: &HeaderMap) -> String {
 }
 
 fn basic_header(c: &Credentials) -> HeaderValue {
-    let raw = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
+    let raw =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
     let mut v = HeaderValue::from_str(&format!("Basic {raw}")).expect("base64 is a valid header");
     v.set_sensitive(true);
     v
 }
 
 fn bearer_header(token: &str) -> HeaderValue {
-    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
     v.set_sensitive(true);
     v
 }
@@ -614,7 +773,15 @@ async fn body_detail(resp: Response) -> String {
         let parts: Vec<String> = e
             .errors
             .iter()
-            .map(|i| format!("{} {}", i.code.clone().unwrap_or_default(), i.message.clone().unwrap_or_default()).trim().to_string())
+            .map(|i| {
+                format!(
+                    "{} {}",
+                    i.code.clone().unwrap_or_default(),
+                    i.message.clone().unwrap_or_default()
+                )
+                .trim()
+                .to_string()
+            })
             .collect();
         if !parts.is_empty() {
             return parts.join("; ");
@@ -647,14 +814,19 @@ mod tests {
 
     #[test]
     fn challenges() {
-        match parse_challenge(r#"Bearer realm="https://auth.example/token",service="quay.io",scope="repository:a/b:pull,push""#) {
+        match parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="quay.io",scope="repository:a/b:pull,push""#,
+        ) {
             Challenge::Bearer { realm, service } => {
                 assert_eq!(realm, "https://auth.example/token");
                 assert_eq!(service.as_deref(), Some("quay.io"));
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse_challenge(r#"Basic realm="Registry Realm""#), Challenge::Basic));
+        assert!(matches!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Challenge::Basic
+        ));
     }
 
     #[test]
@@ -662,7 +834,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("3"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(reqwest::header::CONTENT_RANGE, HeaderValue::from_static("bytes 100-199/200"));
+        h.insert(
+            reqwest::header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 100-199/200"),
+        );
         assert_eq!(content_range_start(&h), Some(100));
         let p = RetryPolicy::default();
         assert!(p.delay(1) > p.delay(0));

@@ -48,8 +48,15 @@ impl std::fmt::Display for PlatformSpec {
 /// What a manifest points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
-    Index { media_type: String, manifests: Vec<Descriptor> },
-    Image { media_type: String, config: Descriptor, layers: Vec<Descriptor> },
+    Index {
+        media_type: String,
+        manifests: Vec<Descriptor>,
+    },
+    Image {
+        media_type: String,
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -71,18 +78,31 @@ impl Manifest {
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest> {
         let raw: Raw = serde_json::from_slice(bytes).context("manifest is not valid JSON")?;
         if raw.schema_version == Some(1) {
-            bail!("Docker schema 1 manifests are not supported (the registry should serve schema 2)");
+            bail!(
+                "Docker schema 1 manifests are not supported (the registry should serve schema 2)"
+            );
         }
         let media_type = raw
             .media_type
             .or_else(|| content_type.map(|c| c.split(';').next().unwrap_or(c).trim().to_string()))
             .unwrap_or_default();
         if let Some(manifests) = raw.manifests {
-            return Ok(Manifest::Index { media_type: if media_type.is_empty() { OCI_INDEX.into() } else { media_type }, manifests });
+            return Ok(Manifest::Index {
+                media_type: if media_type.is_empty() {
+                    OCI_INDEX.into()
+                } else {
+                    media_type
+                },
+                manifests,
+            });
         }
         match raw.config {
             Some(config) => Ok(Manifest::Image {
-                media_type: if media_type.is_empty() { OCI_MANIFEST.into() } else { media_type },
+                media_type: if media_type.is_empty() {
+                    OCI_MANIFEST.into()
+                } else {
+                    media_type
+                },
                 config,
                 layers: raw.layers.unwrap_or_default(),
             }),
@@ -114,16 +134,26 @@ mod tests {
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[{{"mediaType":"{DOCKER_MANIFEST}","digest":"{D1}","size":10,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#
         );
         match Manifest::parse(idx.as_bytes(), None).unwrap() {
-            Manifest::Index { media_type, manifests } => {
+            Manifest::Index {
+                media_type,
+                manifests,
+            } => {
                 assert_eq!(media_type, DOCKER_LIST);
-                assert_eq!(manifests[0].platform.as_ref().unwrap().to_string(), "linux/arm64/v8");
+                assert_eq!(
+                    manifests[0].platform.as_ref().unwrap().to_string(),
+                    "linux/arm64/v8"
+                );
             }
             other => panic!("{other:?}"),
         }
         let img = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{D1}","size":3}},"layers":[{{"mediaType":"y","digest":"{D2}","size":5}}]}}"#
         );
-        let m = Manifest::parse(img.as_bytes(), Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8")).unwrap();
+        let m = Manifest::parse(
+            img.as_bytes(),
+            Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"),
+        )
+        .unwrap();
         assert_eq!(m.media_type(), OCI_MANIFEST);
         assert!(Manifest::parse(br#"{"schemaVersion":1}"#, None).is_err());
         assert!(Manifest::parse(b"{", None).is_err());

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 
-pub use client::{BlobSink, Discard, FetchedManifest, RegistryClient, RegistryError, RetryPolicy, Stats};
+pub use client::{
+    BlobSink, Discard, FetchedManifest, RegistryClient, RegistryError, RetryPolicy, Stats,
+};
 
 use crate::auth::AuthStore;
 use crate::job::Job;
@@ -25,7 +27,13 @@ pub struct Registries {
 
 impl Registries {
     pub fn new(job: Arc<Job>, auth: AuthStore, retry: RetryPolicy) -> Registries {
-        Registries { job, auth, retry, clients: Mutex::new(HashMap::new()), stats: Arc::new(Stats::default()) }
+        Registries {
+            job,
+            auth,
+            retry,
+            clients: Mutex::new(HashMap::new()),
+            stats: Arc::new(Stats::default()),
+        }
     }
 
     /// The client for logical host `host` (`quay.io`, or the cache's `host:port`).
@@ -36,8 +44,18 @@ impl Registries {
         }
         let endpoint = self.job.endpoint(host);
         // Pull secrets name logical hosts; a lab or mirror may only be known by its address.
-        let credentials = self.auth.get(host, None).or_else(|| self.auth.get(&endpoint.address, None)).cloned();
-        let client = Arc::new(RegistryClient::new(host, endpoint, credentials, self.retry, self.stats.clone())?);
+        let credentials = self
+            .auth
+            .get(host, None)
+            .or_else(|| self.auth.get(&endpoint.address, None))
+            .cloned();
+        let client = Arc::new(RegistryClient::new(
+            host,
+            endpoint,
+            credentials,
+            self.retry,
+            self.stats.clone(),
+        )?);
         clients.insert(host.to_string(), client.clone());
         Ok(client)
     }

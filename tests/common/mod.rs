@@ -19,14 +19,28 @@ pub struct Env {
 /// installed, naming the package.
 pub fn lab(name: &str) -> Env {
     let dir = scratch_dir(name).expect("scratch dir");
-    let lab = Lab::start(&dir, false).expect("lab start (apt-get install -y docker-registry skopeo nginx apache2-utils)");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let lab = Lab::start(&dir, false)
+        .expect("lab start (apt-get install -y docker-registry skopeo nginx apache2-utils)");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let seed = rt
-        .block_on(lab.seed(&SeedOptions { scale: Scale::Test, large_layer_bytes: None, work_dir: dir.join("seed-work") }))
+        .block_on(lab.seed(&SeedOptions {
+            scale: Scale::Test,
+            large_layer_bytes: None,
+            work_dir: dir.join("seed-work"),
+        }))
         .expect("seed");
     let job = lab.write_job().expect("job");
     let auth = dir.join("auth.json");
-    Env { lab, seed, dir, job, auth }
+    Env {
+        lab,
+        seed,
+        dir,
+        job,
+        auth,
+    }
 }
 
 impl Env {
@@ -59,26 +73,68 @@ impl Env {
         format!("{}/{}/{}", self.lab.front_addr(), org, r.repository())
     }
 
-    /// GETs of blobs that reached an upstream registry.
+    /// GETs of blobs that reached an upstream registry, once the count has stopped moving
+    /// (a proxy finishes its background fetches, and logs them, after the client is served).
+    pub fn settled_upstream_blob_gets(&self) -> usize {
+        let mut last = self.upstream_blob_gets();
+        let mut stable_since = std::time::Instant::now();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while stable_since.elapsed() < std::time::Duration::from_millis(1500)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let now = self.upstream_blob_gets();
+            if now != last {
+                last = now;
+                stable_since = std::time::Instant::now();
+            }
+        }
+        last
+    }
+
+    /// Whether a distribution proxy's storage links `digest` into `repository` (what it serves
+    /// from without its upstream), read straight from the proxy's files.
+    pub fn proxy_holds(&self, cache_repository: &str, digest: &str) -> bool {
+        let (org, repository) = cache_repository.split_once('/').unwrap();
+        let storage = match org {
+            "cache_quay_io" => &self.lab.proxy_quay_storage,
+            "cache_registry_redhat_io" => &self.lab.proxy_redhat_storage,
+            other => panic!("no proxy for org {other}"),
+        };
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let link = storage.join(format!(
+            "docker/registry/v2/repositories/{repository}/_layers/sha256/{hex}/link"
+        ));
+        let data = prewarm::lab::blob_data_path(storage, &digest.parse().unwrap());
+        link.is_file() && data.is_file() && sha256_hex(&std::fs::read(data).unwrap()) == hex
+    }
+
+    /// GETs of blobs that reached an upstream registry so far.
     pub fn upstream_blob_gets(&self) -> usize {
+        self.upstream_blob_requests().len()
+    }
+
+    pub fn upstream_blob_requests(&self) -> Vec<String> {
         [&self.lab.quay, &self.lab.redhat]
             .iter()
-            .map(|s| {
-                self.lab
-                    .requests(s)
-                    .unwrap()
-                    .iter()
-                    .filter(|(m, p, _)| m == "GET" && p.contains("/blobs/"))
-                    .count()
-            })
-            .sum()
+            .flat_map(|s| self.lab.requests(s).unwrap())
+            .filter(|(m, p, _)| m == "GET" && p.contains("/blobs/"))
+            .map(|(m, p, s)| format!("{m} {p} {s}"))
+            .collect()
     }
 }
 
 pub fn skopeo(args: &[&str]) -> Output {
-    let out = Command::new("skopeo").args(args).output().expect("skopeo (apt-get install -y skopeo)");
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo (apt-get install -y skopeo)");
     if !out.status.success() {
-        eprintln!("skopeo {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "skopeo {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     out
 }
@@ -88,5 +144,7 @@ pub fn read_report(path: &Path) -> serde_json::Value {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    prewarm::reference::Digest::sha256_of(bytes).hex().to_string()
+    prewarm::reference::Digest::sha256_of(bytes)
+        .hex()
+        .to_string()
 }
