@@ -168,6 +168,15 @@ impl Server {
             }
         }
         (self.pid, self.child) = (0, None);
+        // A process that is exiting can look gone (its cmdline is empty) while it still holds
+        // its port: a restart on the same port must wait for the port itself.
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while self.port != 0
+            && std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err()
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_gone(&mut self, timeout: Duration) -> bool {
