@@ -6,7 +6,9 @@
 //! and sha256-verified, then discarded. A pair an earlier run verified (state) is confirmed
 //! with a HEAD instead of moving its bytes again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures::StreamExt;
@@ -17,8 +19,32 @@ use crate::reference::Digest;
 use crate::registry::Discard;
 use crate::report::{ImageReport, ImageStatus};
 
-/// Pause between blob rounds (see `blob_rounds`).
-const ROUND_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+/// How long a digest rests between its pairs (see `blob_rounds`).
+const ROUND_PAUSE: Duration = Duration::from_millis(300);
+
+/// Hold the `round`-th pair of `digest` until the previous ones finished and the cache had
+/// a moment to keep them: a blob asked for through a second repository while the cache is
+/// still storing it through the first is served without being kept (distribution's proxy
+/// does that). Other digests keep every transfer slot busy meanwhile.
+async fn wait_turn(
+    finished: &Mutex<HashMap<Digest, (usize, Instant)>>,
+    digest: &Digest,
+    round: usize,
+) {
+    if round == 0 {
+        return;
+    }
+    loop {
+        let last = finished.lock().expect("finished lock").get(digest).copied();
+        match last {
+            Some((done, at)) if done >= round => {
+                tokio::time::sleep(ROUND_PAUSE.saturating_sub(at.elapsed())).await;
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
 
 enum BlobResult {
     Fetched(u64),
@@ -73,33 +99,37 @@ pub async fn warm(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
     let count = rounds.iter().map(Vec::len).sum::<usize>();
     work.reporter.phase("blobs", count as u64, total);
     let cache_host = cache.host.as_str();
-    for (n, round) in rounds.into_iter().enumerate() {
-        if n > 0 {
-            // Let the cache finish keeping what the last round fetched: a blob asked for
-            // through a second repository while the cache still stores it through the first
-            // is served without being kept (distribution's proxy does that).
-            tokio::time::sleep(ROUND_PAUSE).await;
-        }
-        futures::stream::iter(round)
-            .for_each_concurrent(work.jobs, |item| {
-                let client = &client;
-                let outcomes = &outcomes;
-                async move {
-                    let result =
-                        warm_blob(work, client, cache_host, &item.repository, &item.digest).await;
-                    let ok = !matches!(result, BlobResult::Failed(_));
-                    for &i in &item.images {
-                        match &result {
-                            BlobResult::Fetched(n) => outcomes.fetched(i, *n),
-                            BlobResult::AlreadyCached => {}
-                            BlobResult::Failed(e) => outcomes.fail(i, e.clone()),
-                        }
-                    }
-                    work.reporter.item_done(&item.digest.short(), ok);
+    let finished: Mutex<HashMap<Digest, (usize, Instant)>> = Mutex::new(HashMap::new());
+    let queue = rounds
+        .into_iter()
+        .enumerate()
+        .flat_map(|(n, round)| round.into_iter().map(move |item| (n, item)));
+    futures::stream::iter(queue)
+        .for_each_concurrent(work.jobs, |(round, item)| {
+            let client = &client;
+            let outcomes = &outcomes;
+            let finished = &finished;
+            async move {
+                wait_turn(finished, &item.digest, round).await;
+                let result =
+                    warm_blob(work, client, cache_host, &item.repository, &item.digest).await;
+                {
+                    let mut f = finished.lock().expect("finished lock");
+                    let entry = f.entry(item.digest.clone()).or_insert((0, Instant::now()));
+                    *entry = (entry.0 + 1, Instant::now());
                 }
-            })
-            .await;
-    }
+                let ok = !matches!(result, BlobResult::Failed(_));
+                for &i in &item.images {
+                    match &result {
+                        BlobResult::Fetched(n) => outcomes.fetched(i, *n),
+                        BlobResult::AlreadyCached => {}
+                        BlobResult::Failed(e) => outcomes.fail(i, e.clone()),
+                    }
+                }
+                work.reporter.item_done(&item.digest.short(), ok);
+            }
+        })
+        .await;
     work.reporter.finish_phase();
 
     Ok(outcomes.into_reports(plan, |o| {
