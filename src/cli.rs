@@ -32,6 +32,9 @@ pub struct Global {
     /// Attempts per request before an error is final (connection errors, 5xx, 429).
     #[arg(long, global = true, default_value_t = 5, value_name = "N")]
     pub retries: u32,
+    /// Seconds a response may send nothing before it is abandoned and retried.
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,7 @@ fn load(
     let auth = AuthStore::discover(global.authfile.as_deref())?;
     let retry = RetryPolicy {
         attempts: global.retries.max(1),
+        read_timeout: std::time::Duration::from_secs(global.timeout.max(1)),
         ..RetryPolicy::default()
     };
     let registries = Registries::new(job.clone(), auth, retry);

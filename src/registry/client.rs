@@ -44,6 +44,8 @@ pub struct RetryPolicy {
     pub attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// A response that sends nothing for this long is abandoned and retried (a stalled link).
+    pub read_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -52,6 +54,7 @@ impl Default for RetryPolicy {
             attempts: 5,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -155,7 +158,7 @@ impl RegistryClient {
     ) -> anyhow::Result<RegistryClient> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
+            .read_timeout(retry.read_timeout)
             .pool_max_idle_per_host(64)
             .user_agent(concat!("prewarm/", env!("CARGO_PKG_VERSION")));
         if endpoint.insecure {
@@ -266,7 +269,26 @@ impl RegistryClient {
         let mut attempt = 0;
         loop {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let result = build().send().await;
+            // A server that sends no response headers within the read timeout is stalled.
+            let result = match tokio::time::timeout(self.retry.read_timeout, build().send()).await {
+                Ok(result) => result,
+                Err(_) if attempt + 1 < attempts => {
+                    tracing::debug!(host = %self.host, attempt, "no response headers within the read timeout; retrying");
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    attempt += 1;
+                    continue;
+                }
+                Err(_) => {
+                    return Err(RegistryError::Unreachable {
+                        host: self.host.clone(),
+                        address: self.endpoint.address.clone(),
+                        detail: format!(
+                            "no response within {}s",
+                            self.retry.read_timeout.as_secs()
+                        ),
+                    })
+                }
+            };
             let wait = match &result {
                 Ok(resp) if is_retryable_status(resp.status()) => retry_after(resp.headers()),
                 Ok(_) => return Ok(result.expect("matched Ok")),
@@ -579,7 +601,20 @@ impl RegistryClient {
             }
             let mut stream = resp.bytes_stream();
             let mut broke = None;
-            while let Some(chunk) = stream.next().await {
+            loop {
+                // An idle body is a stalled link: give up on this response and resume.
+                let chunk = match tokio::time::timeout(self.retry.read_timeout, stream.next()).await
+                {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(_) => {
+                        broke = Some(format!(
+                            "no data for {}s",
+                            self.retry.read_timeout.as_secs()
+                        ));
+                        break;
+                    }
+                };
                 match chunk {
                     Ok(chunk) => {
                         hasher.update(&chunk);

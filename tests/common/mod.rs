@@ -2,6 +2,8 @@
 //! drop), seeded with the small OCP-shaped set, and helpers to run the binary and skopeo.
 #![allow(dead_code)]
 
+pub mod faultproxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
