@@ -94,6 +94,8 @@ pub enum RegistryError {
         status: u16,
         detail: String,
     },
+    #[error("rate budget for registry `{host}` spent: {reason}")]
+    BudgetSpent { host: String, reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +145,8 @@ pub struct RegistryClient {
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     retry: RetryPolicy,
     stats: Arc<Stats>,
+    /// Requests per second / per run and the registry's own remaining count (see `budget`).
+    budget: super::budget::Budget,
 }
 
 impl RegistryClient {
@@ -185,7 +189,18 @@ impl RegistryClient {
             tokens: Mutex::new(HashMap::new()),
             retry,
             stats,
+            budget: super::budget::Budget::default(),
         })
+    }
+
+    /// This client with a request budget (the job's `rate_limits.<host>`).
+    pub fn with_budget(mut self, budget: super::budget::Budget) -> RegistryClient {
+        self.budget = budget;
+        self
+    }
+
+    pub fn budget(&self) -> &super::budget::Budget {
+        &self.budget
     }
 
     pub fn host(&self) -> &str {
@@ -265,8 +280,18 @@ impl RegistryClient {
     ) -> Result<Response, RegistryError> {
         let mut attempt = 0;
         loop {
+            self.budget
+                .acquire()
+                .await
+                .map_err(|reason| RegistryError::BudgetSpent {
+                    host: self.host.clone(),
+                    reason,
+                })?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let result = build().send().await;
+            if let Ok(resp) = &result {
+                self.budget.observe(resp.headers());
+            }
             let wait = match &result {
                 Ok(resp) if is_retryable_status(resp.status()) => retry_after(resp.headers()),
                 Ok(_) => return Ok(result.expect("matched Ok")),
