@@ -447,16 +447,22 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
         for b in &report.refresh.budgets_spent {
             eprintln!("budget: registry `{}`: {}", b.registry, b.reason);
         }
+        // The report lists every one; a cron log needs the count and a few names.
+        const SHOWN: usize = 5;
+        let deferred = &report.refresh.deferred;
+        let mut names: Vec<&str> = deferred
+            .iter()
+            .take(SHOWN)
+            .map(|d| d.reference.as_str())
+            .collect();
+        let more = deferred.len().saturating_sub(SHOWN).to_string() + " more (see the report)";
+        if deferred.len() > SHOWN {
+            names.push(&more);
+        }
         eprintln!(
             "budget: stopped cleanly; {} references left for the next run: {}",
-            report.refresh.deferred.len(),
-            report
-                .refresh
-                .deferred
-                .iter()
-                .map(|d| d.reference.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            deferred.len(),
+            names.join(", ")
         );
     }
     Ok(if report.run.failed().next().is_some() {
