@@ -171,6 +171,24 @@ fn unchanged_refresh_only_heads_tags_and_a_retag_warms_exactly_that_image() {
         })
         .unwrap();
     assert_ne!(pushed.digest, old);
+    // --dry-run says what changed, asks the cache nothing and records nothing.
+    let front = access(&env.lab.front.log).len();
+    let out = env.prewarm(&[
+        "refresh",
+        job,
+        "--state",
+        &state,
+        "--dry-run",
+        "--stale-after",
+        "1h",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{old} → {}", pushed.digest)));
+    assert_eq!(
+        access(&env.lab.front.log).len(),
+        front,
+        "a dry run warms nothing"
+    );
     let third = env.path("third.json");
     let out = env.prewarm(&[
         "refresh",
