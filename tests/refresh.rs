@@ -190,6 +190,7 @@ fn unchanged_refresh_only_heads_tags_and_a_retag_warms_exactly_that_image() {
         "a dry run warms nothing"
     );
     let third = env.path("third.json");
+    let marks = upstream_marks(&env);
     let out = env.prewarm(&[
         "refresh",
         job,
@@ -216,6 +217,29 @@ fn unchanged_refresh_only_heads_tags_and_a_retag_warms_exactly_that_image() {
     assert_eq!(r["summary"]["warmed"], 1);
     assert_eq!(r["images"][0]["digest"], pushed.digest.as_str());
     settle(&env);
+    // Upstream, prewarm itself sent one HEAD per tag and fetched only the new manifest (by
+    // digest, to plan it); the rest came from the proxy, warming through the cache (it HEADs
+    // the tag upstream itself when a tag is pulled through it).
+    let new = upstream_since(&env, &marks);
+    let ours: Vec<_> = new
+        .iter()
+        .filter(|(_, p, ua)| ua.starts_with("prewarm/") && p.contains("/manifests/"))
+        .collect();
+    assert_eq!(
+        ours.iter().filter(|(m, _, _)| m == "HEAD").count(),
+        tags(&env).len()
+    );
+    let gets: Vec<_> = ours.iter().filter(|(m, _, _)| m == "GET").collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert!(gets[0].1.ends_with(&format!(
+        "/openshift/origin-cli/manifests/{}",
+        pushed.digest
+    )));
+    assert!(
+        new.iter()
+            .any(|(_, p, ua)| !ua.starts_with("prewarm/") && p.contains("/openshift/origin-cli/")),
+        "the warm went through the cache: {new:?}"
+    );
     let cache_repo = env
         .cache_path(retagged)
         .split_once('/')
