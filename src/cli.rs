@@ -54,6 +54,43 @@ pub enum Command {
         after_help = "Example:\n  prewarm verify job.yaml --resolve cache --report verify.json\n\nA pull-through cache that can reach its upstream fetches what it lacks when asked: run verify\nwith the upstream unreachable to prove the cache alone holds everything.\n\nExit status: 0 when everything is present, 1 when anything is missing or failed, 2 on bad input."
     )]
     Verify(RunArgs),
+    /// Re-resolve tags with HEAD only and warm what changed upstream or went stale (for cron).
+    #[command(
+        after_help = "Example:\n  prewarm refresh job.yaml --stale-after 12h --report refresh.json --metrics /var/lib/node_exporter/textfile/prewarm.prom\n\nReferences by digest and tags matching the job's `refresh.immutable` rules are never re-checked.\nPrints each change as `changed  REF  OLD → NEW`. Exit status: 0 when nothing failed (a spent\nrate budget stops cleanly and is not a failure), 1 when any image failed, 2 on bad input."
+    )]
+    Refresh(RefreshArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// The job file (YAML).
+    pub job: PathBuf,
+    /// Re-warm an unchanged image whose last warm is older than this (90s, 30m, 12h, 7d, 1d12h);
+    /// keep it below the cache's tag expiration (Quay's `expiration_s`) minus the cron interval.
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = crate::refresh::parse_duration)]
+    pub stale_after: std::time::Duration,
+    /// Check and print what changed; warm nothing and record nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the JSON report here (see the README for its schema).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write Prometheus text metrics here, atomically (node_exporter's textfile collector).
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+    /// The state database. Default: $XDG_STATE_HOME/prewarm/state.db.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Transfers at once (default: the job's `concurrency`).
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Resolve tags against the source registries or through the cache (default: the job's
+    /// `resolve`).
+    #[arg(long, value_enum, value_name = "VIA")]
+    pub resolve: Option<ResolveVia>,
+    /// Warm only shard I of N of the plan (`auto/N`: I from $JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "I/N", value_parser = clap::value_parser!(crate::shard::Shard))]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,4 +138,11 @@ pub struct RunArgs {
     /// Execute a plan saved by `prewarm plan -o json` instead of resolving the sources again.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+    /// Write Prometheus text metrics here, atomically (node_exporter's textfile collector).
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+    /// Do only shard I of N of the plan (`auto/N`: I from $JOB_COMPLETION_INDEX, as on the
+    /// pods of a Kubernetes Indexed Job); N processes together cover the plan exactly once.
+    #[arg(long, value_name = "I/N", value_parser = clap::value_parser!(crate::shard::Shard))]
+    pub shard: Option<crate::shard::Shard>,
 }

@@ -20,7 +20,7 @@ use crate::state::{self, State};
 /// Exit status when some images failed or are missing; bad input is 2 (see `main`).
 pub const EXIT_INCOMPLETE: i32 = 1;
 
-fn load(
+pub(crate) fn load(
     job_path: &Path,
     global: &Global,
     resolve: Option<ResolveVia>,
@@ -105,6 +105,17 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     let started_at = state::now();
     let (job, registries) = load(&args.job, global, args.resolve)?;
     let cache_host = job.cache()?.host.clone();
+    // One run per state at a time (see `lock`); held until this function returns.
+    let _lock = match (&args.state, args.no_state) {
+        (_, true) => None,
+        (p, false) => Some(crate::lock::acquire(
+            &p.clone().unwrap_or_else(State::default_path),
+            match executor {
+                Executor::Warm => "warm",
+                Executor::Verify => "verify",
+            },
+        )?),
+    };
     let state = match (&args.state, args.no_state) {
         (_, true) => None,
         (Some(p), false) => Some(State::open(p)?),
@@ -114,6 +125,10 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     let plan = match &args.plan {
         Some(path) => load_plan(path)?,
         None => plan::build(&job, &registries, reporter.as_ref()).await?,
+    };
+    let plan = match args.shard {
+        Some(shard) => crate::shard::shard_plan(&plan, shard),
+        None => plan,
     };
     let work = Work {
         job: &job,
@@ -125,6 +140,10 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     let (command, images) = match executor {
         Executor::Warm => ("warm", exec::warm::warm(&work, &plan).await?),
         Executor::Verify => ("verify", exec::verify::verify(&work, &plan).await?),
+    };
+    let images = match args.shard {
+        Some(_) => crate::shard::drop_carriers(&plan, images),
+        None => images,
     };
     let stats = &registries.stats;
     let summary = plan.summary();
@@ -158,6 +177,28 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     if let Some(path) = &args.report {
         report.write_json(path).with_context(|| "--report")?;
     }
+    if let Some(path) = &args.metrics {
+        let ok = report.failed().next().is_none();
+        let last_success = match &state {
+            Some(s) => s.last_success(command)?,
+            None => ok.then(state::now),
+        };
+        crate::metrics::write(
+            path,
+            &crate::metrics::RunMetrics {
+                report: &report,
+                last_success,
+                finished_at: state::now(),
+                budgets_spent: registries
+                    .budgets_spent()
+                    .into_iter()
+                    .map(|(h, _)| h)
+                    .collect(),
+                refresh: None,
+            },
+        )
+        .context("--metrics")?;
+    }
     report.print_summary(&mut std::io::stderr())?;
     Ok(if report.failed().next().is_some() {
         EXIT_INCOMPLETE
@@ -175,4 +216,19 @@ fn load_plan(path: &Path) -> Result<Plan> {
             path.display()
         )
     })
+}
+
+pub async fn refresh(args: &crate::cli::RefreshArgs, global: &Global) -> Result<i32> {
+    let opts = crate::refresh::Options {
+        job: args.job.clone(),
+        stale_after: args.stale_after,
+        dry_run: args.dry_run,
+        report: args.report.clone(),
+        metrics: args.metrics.clone(),
+        state: args.state.clone(),
+        jobs: args.jobs,
+        resolve: args.resolve,
+        shard: args.shard,
+    };
+    crate::refresh::refresh(&opts, global).await
 }

@@ -39,6 +39,12 @@ pub struct Job {
     /// Files of image references, one per line, `#` comments; relative to the job file.
     #[serde(default)]
     pub image_lists: Vec<PathBuf>,
+    /// `prewarm refresh`: which tags are never re-checked upstream (see the README, "Refresh").
+    #[serde(default)]
+    pub refresh: crate::refresh::rules::RefreshRules,
+    /// Per logical host: requests per second and per run at most (see the README, "Refresh").
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, crate::registry::budget::RateLimit>,
     /// Where this job was read from, for relative paths and error messages.
     #[serde(skip)]
     pub path: PathBuf,
@@ -266,6 +272,11 @@ impl Job {
                 if !org.is_empty() && !org.split('/').all(valid_org) {
                     bail!("{file}: cache.orgs.{prefix}: `{org}` is not a valid org name ([a-z0-9] with ._- separators)");
                 }
+            }
+        }
+        for (host, limit) in &self.rate_limits {
+            if let Some(problem) = limit.problem() {
+                bail!("{file}: rate_limits.{host}.{problem}");
             }
         }
         for (host, reg) in &self.registries {

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Command::Plan(args) => commands::plan(args, &cli.global).await,
             Command::Warm(args) => commands::run(Executor::Warm, args, &cli.global).await,
             Command::Verify(args) => commands::run(Executor::Verify, args, &cli.global).await,
+            Command::Refresh(args) => commands::refresh(args, &cli.global).await,
         }
     });
     match result {

@@ -14,7 +14,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::reference::Digest;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE warmed (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE warmed (
         cache TEXT NOT NULL,
         repository TEXT NOT NULL,
         digest TEXT NOT NULL,
@@ -28,7 +29,27 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE warmed (
         started INTEGER NOT NULL,
         finished INTEGER NOT NULL,
         summary TEXT NOT NULL
-    );"];
+    );",
+    // 2: per source reference the digests it resolved to (refresh), and per destination the
+    // blobs shipped to it (executors other than warm: copy, export).
+    "CREATE TABLE digests (
+        reference TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        last_warmed INTEGER,
+        PRIMARY KEY (reference, digest)
+    );
+    CREATE INDEX digests_by_last_seen ON digests (reference, last_seen);
+    CREATE TABLE shipped (
+        destination TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (destination, repository, digest)
+    );",
+];
 
 pub struct State {
     conn: Mutex<Connection>,
@@ -126,6 +147,14 @@ impl State {
             params![command, started, now(), summary.to_string()],
         )?;
         Ok(())
+    }
+}
+
+impl State {
+    /// Run a closure on the connection (the history module's queries live beside it).
+    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn.lock().expect("state lock");
+        f(&conn)
     }
 }
 

@@ -97,6 +97,8 @@ pub enum RegistryError {
         status: u16,
         detail: String,
     },
+    #[error("rate budget for registry `{host}` spent: {reason}")]
+    BudgetSpent { host: String, reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +148,8 @@ pub struct RegistryClient {
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     retry: RetryPolicy,
     stats: Arc<Stats>,
+    /// Requests per second / per run and the registry's own remaining count (see `budget`).
+    budget: super::budget::Budget,
 }
 
 impl RegistryClient {
@@ -188,7 +192,18 @@ impl RegistryClient {
             tokens: Mutex::new(HashMap::new()),
             retry,
             stats,
+            budget: super::budget::Budget::default(),
         })
+    }
+
+    /// This client with a request budget (the job's `rate_limits.<host>`).
+    pub fn with_budget(mut self, budget: super::budget::Budget) -> RegistryClient {
+        self.budget = budget;
+        self
+    }
+
+    pub fn budget(&self) -> &super::budget::Budget {
+        &self.budget
     }
 
     pub fn host(&self) -> &str {
@@ -268,6 +283,13 @@ impl RegistryClient {
     ) -> Result<Response, RegistryError> {
         let mut attempt = 0;
         loop {
+            self.budget
+                .acquire()
+                .await
+                .map_err(|reason| RegistryError::BudgetSpent {
+                    host: self.host.clone(),
+                    reason,
+                })?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             // A server that sends no response headers within the read timeout is stalled.
             let result = match tokio::time::timeout(self.retry.read_timeout, build().send()).await {
@@ -289,6 +311,9 @@ impl RegistryClient {
                     })
                 }
             };
+            if let Ok(resp) = &result {
+                self.budget.observe(resp.headers());
+            }
             let wait = match &result {
                 Ok(resp) if is_retryable_status(resp.status()) => retry_after(resp.headers()),
                 Ok(_) => return Ok(result.expect("matched Ok")),

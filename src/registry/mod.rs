@@ -1,6 +1,7 @@
 //! Talking to registries: one [`RegistryClient`] per logical host, built from the job's
 //! endpoint settings and the auth file, shared by every stage of a run.
 
+pub mod budget;
 pub mod client;
 pub mod manifest;
 
@@ -49,14 +50,23 @@ impl Registries {
             .get(host, None)
             .or_else(|| self.auth.get(&endpoint.address, None))
             .cloned();
-        let client = Arc::new(RegistryClient::new(
-            host,
-            endpoint,
-            credentials,
-            self.retry,
-            self.stats.clone(),
-        )?);
+        let limit = self.job.rate_limits.get(host).cloned().unwrap_or_default();
+        let client = Arc::new(
+            RegistryClient::new(host, endpoint, credentials, self.retry, self.stats.clone())?
+                .with_budget(budget::Budget::new(limit)),
+        );
         clients.insert(host.to_string(), client.clone());
         Ok(client)
+    }
+
+    /// Registries whose request budget is spent this run, with the reason.
+    pub fn budgets_spent(&self) -> Vec<(String, String)> {
+        let clients = self.clients.lock().expect("clients lock");
+        let mut spent: Vec<(String, String)> = clients
+            .iter()
+            .filter_map(|(host, c)| c.budget().spent().map(|r| (host.clone(), r)))
+            .collect();
+        spent.sort();
+        spent
     }
 }

@@ -1,0 +1,188 @@
+//! What the state remembers between refreshes (schema 2 of [`crate::state`]): per source
+//! reference every digest it resolved to, with when it was first and last seen and last
+//! warmed; per destination (a site registry, a bundle) the blobs shipped to it; and the last
+//! successful run of a command, for the metrics.
+//!
+//! Each write is its own statement (WAL), made as the item completes, so a killed run leaves
+//! every finished item recorded and nothing half-written.
+
+use anyhow::{Context, Result};
+use rusqlite::{params, OptionalExtension};
+
+use crate::reference::Digest;
+use crate::state::{now, State};
+
+/// What the state knows about one reference: the digest it resolved to most recently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub digest: Digest,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// When a warm of this digest last completed; `None` when it never did.
+    pub last_warmed: Option<i64>,
+}
+
+impl State {
+    /// The digest `reference` resolved to most recently, if it was ever resolved.
+    pub fn current_digest(&self, reference: &str) -> Result<Option<Known>> {
+        self.with_conn(|conn| {
+            let row = conn
+                .query_row(
+                    "SELECT digest, first_seen, last_seen, last_warmed FROM digests
+                     WHERE reference = ?1 ORDER BY last_seen DESC, rowid DESC LIMIT 1",
+                    params![reference],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(d, first_seen, last_seen, last_warmed)| {
+                Ok(Known {
+                    digest: d.parse().with_context(|| {
+                        format!("state: reference `{reference}` has a bad digest `{d}`")
+                    })?,
+                    first_seen,
+                    last_seen,
+                    last_warmed,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Record that `reference` resolves to `digest` now (first or again).
+    pub fn saw_digest(&self, reference: &str, digest: &Digest) -> Result<()> {
+        let at = now();
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO digests (reference, digest, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (reference, digest) DO UPDATE SET last_seen = excluded.last_seen",
+                params![reference, digest.as_str(), at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Record that a warm of `reference` at `digest` completed now.
+    pub fn warmed_digest(&self, reference: &str, digest: &Digest) -> Result<()> {
+        let at = now();
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO digests (reference, digest, first_seen, last_seen, last_warmed)
+                 VALUES (?1, ?2, ?3, ?3, ?3)
+                 ON CONFLICT (reference, digest) DO UPDATE SET last_warmed = excluded.last_warmed",
+                params![reference, digest.as_str(), at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Every digest `reference` resolved to, oldest first: (digest, first_seen, last_seen).
+    pub fn digest_history(&self, reference: &str) -> Result<Vec<(String, i64, i64)>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT digest, first_seen, last_seen FROM digests WHERE reference = ?1
+                 ORDER BY first_seen, rowid",
+            )?;
+            let rows = stmt
+                .query_map(params![reference], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Record a blob shipped to `destination` (a site registry `host[:port]`, a bundle name).
+    pub fn record_shipped(
+        &self,
+        destination: &str,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO shipped (destination, repository, digest, size, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (destination, repository, digest) DO UPDATE SET size = excluded.size, at = excluded.at",
+                params![destination, repository, digest.as_str(), size as i64, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn is_shipped(&self, destination: &str, repository: &str, digest: &Digest) -> Result<bool> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM shipped WHERE destination = ?1 AND repository = ?2 AND digest = ?3",
+                    params![destination, repository, digest.as_str()],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+    }
+
+    /// When the last run of `command` with no failed image finished.
+    pub fn last_success(&self, command: &str) -> Result<Option<i64>> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT MAX(finished) FROM runs WHERE command = ?1
+                     AND COALESCE(json_extract(summary, '$.failed'), 0) = 0",
+                    params![command],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .optional()?
+                .flatten())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_every_digest_and_the_latest_wins() {
+        let dir = std::env::temp_dir().join(format!("prewarm-history-{}", std::process::id()));
+        let path = dir.join("s.db");
+        let (a, b) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
+        {
+            let s = State::open(&path).unwrap();
+            assert_eq!(s.current_digest("quay.io/x:1").unwrap(), None);
+            s.saw_digest("quay.io/x:1", &a).unwrap();
+            assert_eq!(s.current_digest("quay.io/x:1").unwrap().unwrap().digest, a);
+            assert_eq!(
+                s.current_digest("quay.io/x:1")
+                    .unwrap()
+                    .unwrap()
+                    .last_warmed,
+                None
+            );
+            s.warmed_digest("quay.io/x:1", &a).unwrap();
+            s.saw_digest("quay.io/x:1", &b).unwrap();
+            s.record_shipped("site", "r", &a, 3).unwrap();
+            s.record_run("refresh", 0, &serde_json::json!({"failed": 1}))
+                .unwrap();
+            assert_eq!(s.last_success("refresh").unwrap(), None);
+            s.record_run("refresh", 0, &serde_json::json!({"failed": 0}))
+                .unwrap();
+        }
+        let s = State::open(&path).unwrap();
+        let known = s.current_digest("quay.io/x:1").unwrap().unwrap();
+        assert_eq!(known.digest, b);
+        assert_eq!(known.last_warmed, None);
+        assert_eq!(s.digest_history("quay.io/x:1").unwrap().len(), 2);
+        assert!(s.is_shipped("site", "r", &a).unwrap());
+        assert!(!s.is_shipped("site", "r", &b).unwrap());
+        assert!(s.last_success("refresh").unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,491 @@
+//! `prewarm refresh`: keep a cache fresh and hot from cron.
+//!
+//! Each tag is re-resolved with one HEAD upstream (a GET only where the registry sends no
+//! digest); references by digest and tags an immutability rule covers ([`rules`]) are never
+//! re-checked. The state ([`crate::history`]) says what each reference resolved to last time
+//! and when it was last warmed; only images whose digest changed, that are new, or whose last
+//! warm is older than `--stale-after` are planned (pinned to the digest just seen, so the plan
+//! does not resolve them again) and warmed with the warm executor. A spent rate budget stops
+//! the run cleanly: what was not checked or warmed is listed as deferred and is picked up by
+//! the next run, because nothing about it was recorded as done.
+
+pub mod rules;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Global;
+use crate::exec::{self, Work};
+use crate::history::Known;
+use crate::job::{Job, ResolveVia};
+use crate::metrics::{self, RefreshFigures, RunMetrics};
+use crate::plan;
+use crate::progress;
+use crate::reference::{Digest, Reference};
+use crate::registry::{Registries, RegistryClient, RegistryError};
+use crate::report::{ImageReport, ImageStatus, RunReport, RunSummary};
+use crate::shard::{self, Shard};
+use crate::state::{self, State};
+
+/// Arguments of `prewarm refresh` (built by the CLI).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub job: PathBuf,
+    pub stale_after: Duration,
+    pub dry_run: bool,
+    pub report: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub jobs: Option<usize>,
+    pub resolve: Option<ResolveVia>,
+    pub shard: Option<Shard>,
+}
+
+/// A tag moved (or a reference was seen for the first time: `old` is null).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Change {
+    pub reference: String,
+    pub old: Option<String>,
+    pub new: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deferred {
+    pub reference: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpentBudget {
+    pub registry: String,
+    pub reason: String,
+}
+
+/// The `refresh` object of a refresh's JSON report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RefreshSection {
+    pub dry_run: bool,
+    pub stale_after_seconds: u64,
+    pub shard: Option<String>,
+    /// Source references in the job.
+    pub references: usize,
+    /// Re-resolved upstream (HEAD) this run.
+    pub checked: usize,
+    /// Not re-checked: pinned by digest, or a tag an immutability rule covers.
+    pub skipped: usize,
+    /// Tags whose digest moved, and references seen for the first time.
+    pub changes: Vec<Change>,
+    /// Unchanged, but last warmed longer ago than `stale_after_seconds` (or never).
+    pub stale: Vec<String>,
+    /// Images planned for warming (changed, new or stale).
+    pub to_warm: usize,
+    /// Left for the next run because a rate budget ran out.
+    pub deferred: Vec<Deferred>,
+    pub budgets_spent: Vec<SpentBudget>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshReport {
+    #[serde(flatten)]
+    pub run: RunReport,
+    pub refresh: RefreshSection,
+}
+
+/// `90s`, `30m`, `12h`, `7d`, `1w`, or sums such as `1d12h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration such as 90s, 30m, 12h, 7d or 1d12h");
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            'w' => 7 * 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || s.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// How one reference is known to resolve this run.
+enum Check {
+    /// By digest, or an immutable tag whose digest the state knows: no request.
+    Skip(Digest),
+    /// HEAD upstream.
+    Head,
+}
+
+struct Entry {
+    key: String,
+    reference: Reference,
+    origin: String,
+    previous: Option<Known>,
+    current: Option<Digest>,
+    checked: bool,
+}
+
+/// The client and repository a tag is re-resolved against (the job's `resolve`).
+fn reader(
+    job: &Job,
+    registries: &Registries,
+    r: &Reference,
+) -> Result<(Arc<RegistryClient>, String)> {
+    match job.resolve {
+        ResolveVia::Source => Ok((registries.client(r.registry())?, r.repository().to_string())),
+        ResolveVia::Cache => {
+            let cached = job.cache()?.cache_reference(r);
+            Ok((
+                registries.client(cached.registry())?,
+                cached.repository().to_string(),
+            ))
+        }
+    }
+}
+
+/// HEAD the tag; GET only where the registry sends no digest.
+async fn head(job: &Job, registries: &Registries, r: &Reference) -> Result<Digest> {
+    let (client, repository) = reader(job, registries, r)?;
+    let tag = r.tag().unwrap_or("latest");
+    Ok(match client.head_manifest(&repository, tag).await? {
+        Some((d, _, _)) => d,
+        None => client.get_manifest(&repository, tag).await?.digest,
+    })
+}
+
+fn budget_reason(e: &anyhow::Error) -> Option<String> {
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<RegistryError>() {
+            Some(err @ RegistryError::BudgetSpent { .. }) => Some(err.to_string()),
+            _ => None,
+        })
+}
+
+const BUDGET_MARK: &str = "rate budget for registry";
+
+pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
+    let started = Instant::now();
+    let started_at = state::now();
+    let (job, registries) = crate::commands::load(&opts.job, global, opts.resolve)?;
+    let mut job_run = (*job).clone();
+    if let Some(j) = opts.jobs {
+        job_run.concurrency = j.max(1);
+    }
+    let job_run = job_run;
+    let cache_host = job.cache()?.host.clone();
+    let state_path = opts.state.clone().unwrap_or_else(State::default_path);
+    let _lock = crate::lock::acquire(&state_path, "refresh")?;
+    let state = State::open(&state_path)?;
+    let reporter = progress::for_run(global.quiet);
+    let now = state::now();
+    let stale_before = now - opts.stale_after.as_secs() as i64;
+
+    // 1. What each reference resolves to: from the state, or one HEAD upstream.
+    let mut entries = Vec::new();
+    let mut checks = Vec::new();
+    for (reference, origin) in job.references()? {
+        let key = reference.to_string();
+        let previous = state.current_digest(&key)?;
+        let check = match (reference.digest(), &previous) {
+            (Some(d), _) => Check::Skip(d.clone()),
+            (None, Some(p)) if job.refresh.immutable(&reference).is_some() => {
+                Check::Skip(p.digest.clone())
+            }
+            _ => Check::Head,
+        };
+        let current = match &check {
+            Check::Skip(d) => Some(d.clone()),
+            Check::Head => None,
+        };
+        checks.push(matches!(check, Check::Head));
+        entries.push(Entry {
+            key,
+            reference,
+            origin,
+            previous,
+            current,
+            checked: false,
+        });
+    }
+    let to_head: Vec<usize> = (0..entries.len()).filter(|&i| checks[i]).collect();
+    reporter.phase("check", to_head.len() as u64, 0);
+    let heads: Vec<(usize, Result<Digest>)> = futures::stream::iter(to_head)
+        .map(|i| {
+            let (job, registries, reporter, r) =
+                (&job_run, &registries, &reporter, &entries[i].reference);
+            async move {
+                let d = head(job, registries, r).await;
+                reporter.item_done(&r.to_string(), d.is_ok());
+                (i, d)
+            }
+        })
+        .buffer_unordered(job_run.concurrency.max(1))
+        .collect()
+        .await;
+    reporter.finish_phase();
+
+    let mut section = RefreshSection {
+        dry_run: opts.dry_run,
+        stale_after_seconds: opts.stale_after.as_secs(),
+        shard: opts.shard.map(|s| s.to_string()),
+        references: entries.len(),
+        ..RefreshSection::default()
+    };
+    let mut failed: Vec<ImageReport> = Vec::new();
+    for (i, result) in heads {
+        let e = &mut entries[i];
+        e.checked = true;
+        match result {
+            Ok(d) => e.current = Some(d),
+            Err(err) => match budget_reason(&err) {
+                Some(reason) => section.deferred.push(Deferred {
+                    reference: e.key.clone(),
+                    reason,
+                }),
+                None => failed.push(ImageReport {
+                    reference: e.key.clone(),
+                    digest: None,
+                    status: ImageStatus::Failed,
+                    bytes: 0,
+                    origin: e.origin.clone(),
+                    error: Some(format!("{err:#}")),
+                    warnings: Vec::new(),
+                    missing: Vec::new(),
+                }),
+            },
+        }
+    }
+    section.checked = entries.iter().filter(|e| e.checked).count();
+    section.skipped = entries.len() - section.checked;
+
+    // 2. What changed, what is stale: the plan's sources, pinned to the digest just seen.
+    let mut sources = Vec::new();
+    let mut key_of: HashMap<String, (String, Digest)> = HashMap::new();
+    for e in &entries {
+        let Some(current) = &e.current else { continue };
+        let moved = e.previous.as_ref().map(|p| &p.digest) != Some(current);
+        if moved {
+            section.changes.push(Change {
+                reference: e.key.clone(),
+                old: e.previous.as_ref().map(|p| p.digest.to_string()),
+                new: current.to_string(),
+            });
+        }
+        let fresh = !moved
+            && e.previous
+                .as_ref()
+                .and_then(|p| p.last_warmed)
+                .is_some_and(|at| at >= stale_before);
+        if !moved && !fresh {
+            section.stale.push(e.key.clone());
+        }
+        if !opts.dry_run {
+            state.saw_digest(&e.key, current)?;
+        }
+        if !fresh {
+            let pinned = e.reference.with_digest(current.clone());
+            key_of.insert(pinned.to_string(), (e.key.clone(), current.clone()));
+            sources.push((pinned, e.origin.clone()));
+        }
+    }
+    section.to_warm = sources.len();
+    for c in &section.changes {
+        match &c.old {
+            Some(old) => println!("changed  {}  {old} → {}", c.reference, c.new),
+            None => println!("new      {}  {}", c.reference, c.new),
+        }
+    }
+    for s in &section.stale {
+        println!("stale    {s}");
+    }
+    eprintln!(
+        "refresh: {} references, {} checked upstream, {} skipped (by digest or immutable), {} changed or new, {} stale; {} {}",
+        section.references,
+        section.checked,
+        section.skipped,
+        section.changes.len(),
+        section.stale.len(),
+        section.to_warm,
+        if opts.dry_run { "would be warmed (dry run)" } else { "to warm" }
+    );
+
+    // 3. Warm exactly those.
+    let mut images = Vec::new();
+    let mut plan_summary = plan::Plan::default().summary();
+    if !opts.dry_run && !sources.is_empty() {
+        let mut p = plan::build_from(&job_run, &registries, sources, reporter.as_ref()).await?;
+        if let Some(s) = opts.shard {
+            p = shard::shard_plan(&p, s);
+        }
+        plan_summary = p.summary();
+        let work = Work {
+            job: &job_run,
+            registries: &registries,
+            state: Some(&state),
+            reporter: reporter.as_ref(),
+            jobs: job_run.concurrency.max(1),
+        };
+        let reports = exec::warm::warm(&work, &p).await?;
+        for (image, report) in p.images.iter().zip(&reports) {
+            if shard::is_carrier(image) {
+                continue;
+            }
+            if matches!(report.status, ImageStatus::Warmed | ImageStatus::Cached) {
+                if let Some((key, digest)) = key_of.get(&image.source.to_string()) {
+                    state.warmed_digest(key, digest)?;
+                }
+            }
+        }
+        images = shard::drop_carriers(&p, reports);
+    }
+    // A request refused by a spent budget is left for next time, not a failure.
+    let (deferred, kept): (Vec<ImageReport>, Vec<ImageReport>) = images
+        .into_iter()
+        .partition(|r| r.error.as_deref().is_some_and(|e| e.contains(BUDGET_MARK)));
+    for d in deferred {
+        let reference = key_of
+            .get(&d.reference)
+            .map(|(k, _)| k.clone())
+            .unwrap_or(d.reference);
+        section.deferred.push(Deferred {
+            reference,
+            reason: d.error.unwrap_or_default(),
+        });
+    }
+    let mut images = kept;
+    images.extend(failed);
+    section.budgets_spent = registries
+        .budgets_spent()
+        .into_iter()
+        .map(|(registry, reason)| SpentBudget { registry, reason })
+        .collect();
+
+    let stats = &registries.stats;
+    let mut run = RunReport {
+        prewarm_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: "refresh".to_string(),
+        job: opts.job.display().to_string(),
+        cache: Some(cache_host),
+        started_at,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        summary: RunSummary {
+            manifests: plan_summary.manifests,
+            blobs: plan_summary.blobs,
+            bytes_planned: plan_summary.bytes,
+            bytes_transferred: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            requests: stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+            retries: stats.retries.load(std::sync::atomic::Ordering::Relaxed),
+            resumed: stats.resumed.load(std::sync::atomic::Ordering::Relaxed),
+            ..RunSummary::default()
+        },
+        images,
+    };
+    run.tally();
+    let report = RefreshReport {
+        run,
+        refresh: section,
+    };
+    let finished_at = state::now();
+    if !opts.dry_run {
+        let mut summary = serde_json::to_value(&report.run.summary)?;
+        summary["changed"] = report.refresh.changes.len().into();
+        summary["deferred"] = report.refresh.deferred.len().into();
+        if let Err(e) = state.record_run("refresh", started_at, &summary) {
+            tracing::warn!("cannot record the run in the state: {e:#}");
+        }
+    }
+    if let Some(path) = &opts.report {
+        crate::report::write_atomically(path, &serde_json::to_vec_pretty(&report)?)
+            .context("--report")?;
+    }
+    if let Some(path) = &opts.metrics {
+        if opts.dry_run {
+            eprintln!(
+                "note: --dry-run writes no metrics (they would describe a run that did nothing)"
+            );
+        } else {
+            let r = &report.refresh;
+            metrics::write(
+                path,
+                &RunMetrics {
+                    report: &report.run,
+                    last_success: state.last_success("refresh")?,
+                    finished_at,
+                    budgets_spent: r.budgets_spent.iter().map(|b| b.registry.clone()).collect(),
+                    refresh: Some(RefreshFigures {
+                        checked: r.checked as u64,
+                        changed: r.changes.len() as u64,
+                        skipped: r.skipped as u64,
+                        deferred: r.deferred.len() as u64,
+                    }),
+                },
+            )
+            .context("--metrics")?;
+        }
+    }
+    report.run.print_summary(&mut std::io::stderr())?;
+    if !report.refresh.deferred.is_empty() {
+        for b in &report.refresh.budgets_spent {
+            eprintln!("budget: registry `{}`: {}", b.registry, b.reason);
+        }
+        // The report lists every one; a cron log needs the count and a few names.
+        const SHOWN: usize = 5;
+        let deferred = &report.refresh.deferred;
+        let mut names: Vec<&str> = deferred
+            .iter()
+            .take(SHOWN)
+            .map(|d| d.reference.as_str())
+            .collect();
+        let more = deferred.len().saturating_sub(SHOWN).to_string() + " more (see the report)";
+        if deferred.len() > SHOWN {
+            names.push(&more);
+        }
+        eprintln!(
+            "budget: stopped cleanly; {} references left for the next run: {}",
+            deferred.len(),
+            names.join(", ")
+        );
+    }
+    Ok(if report.run.failed().next().is_some() {
+        crate::commands::EXIT_INCOMPLETE
+    } else {
+        0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("1d12h").unwrap(),
+            Duration::from_secs(129600)
+        );
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("12").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("3x").is_err());
+    }
+}
