@@ -51,6 +51,19 @@ pub enum Command {
         after_help = "Example:\n  prewarm verify job.yaml --resolve cache --report verify.json\n\nA pull-through cache that can reach its upstream fetches what it lacks when asked: run verify\nwith the upstream unreachable to prove the cache alone holds everything.\n\nExit status: 0 when everything is present, 1 when anything is missing or failed, 2 on bad input."
     )]
     Verify(RunArgs),
+    /// Set up the cache on Quay: cache orgs and proxy-cache configs, upstream credentials,
+    /// pull access for the cluster, quota. The Quay token comes from --token-file or
+    /// $PREWARM_QUAY_TOKEN, never the command line.
+    #[command(
+        after_help = "Example:\n  export PREWARM_QUAY_TOKEN=$(cat quay-token)\n  prewarm quay orgs create --quay mirror.example:8443\n  prewarm quay credentials --quay mirror.example:8443 --pull-secret pull-secret.json\n  prewarm quay orgs status --job job.yaml"
+    )]
+    Quay(crate::quay::QuayArgs),
+    /// Print the cluster's mirror configuration for the cache orgs: registries.conf, IDMS,
+    /// ITMS, ICSP, MachineConfigs or the install-config snippet.
+    #[command(
+        after_help = "Example:\n  prewarm mirror-config --quay mirror.example:8443 --format registries.conf\n  prewarm mirror-config --job job.yaml --format idms --source-policy never-contact-source -o idms.yaml\n  prewarm mirror-config --quay mirror.example:8443 --format machineconfig | oc apply -f -\n\nThe upstreams are the hosts of --domain-list (default image-lists/mirror.domain.list) or the\njob's images; each maps to its cache org as the job's `cache.orgs` / `cache_<host>` rule says."
+    )]
+    MirrorConfig(crate::mirrorconf::MirrorConfigArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
