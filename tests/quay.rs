@@ -643,3 +643,129 @@ fn quota_is_set_once_and_then_left_alone() {
         stdout(&out)
     );
 }
+
+#[test]
+fn a_job_maps_namespaces_to_their_own_org_and_status_probes_upstreams() {
+    let mut site = Site::new("job");
+    let q = site.quay.host();
+    std::fs::write(
+        site.dir.join("job.yaml"),
+        format!(
+            "cache:\n  host: {q}\n  insecure: true\n  orgs:\n    quay.io/openshift-release-dev: cache_ocp\nregistries:\n  quay.io:\n    endpoint: {q}\n    insecure: true\n  registry.redhat.io:\n    endpoint: 127.0.0.1:1\n    insecure: true\nimages:\n  - quay.io/openshift-release-dev/ocp-release:4.20.0-x86_64\n  - quay.io/prometheus/busybox:latest\n  - registry.redhat.io/ubi9/ubi:latest\n"
+        ),
+    )
+    .unwrap();
+    let job = site.dir.join("job.yaml");
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_prewarm"));
+        c.args(args)
+            .arg("--job")
+            .arg(&job)
+            .env("PREWARM_QUAY_TOKEN", TOKEN);
+        c
+    };
+    let out = site.run_with(
+        cmd(&["quay", "orgs", "create", "--expiration", "172800"]),
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        site.quay
+            .state()
+            .orgs
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["cache_ocp", "cache_quay_io", "cache_registry_redhat_io"]
+    );
+    // A namespace-scoped upstream: Quay prefixes the namespace to every repository of the org.
+    assert_eq!(
+        site.quay.config("cache_ocp"),
+        Some(config("quay.io/openshift-release-dev", 172800, None))
+    );
+
+    // quay.io credentials go to both orgs that proxy quay.io.
+    site.quay
+        .state()
+        .logins
+        .insert("quay.io".into(), ("u".into(), "p:w".into()));
+    let ps = pull_secret(&mut site, &[("quay.io", "u:p:w")]);
+    let out = site.run_with(
+        cmd(&[
+            "quay",
+            "credentials",
+            "--pull-secret",
+            ps.to_str().unwrap(),
+            "--registry",
+            "quay.io",
+        ]),
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for org in ["cache_ocp", "cache_quay_io"] {
+        assert_eq!(
+            site.quay.config(org).unwrap().password.as_deref(),
+            Some("p:w"),
+            "{org}"
+        );
+    }
+
+    // Status probes each upstream's /v2/ from here, through the job's endpoints.
+    let out = site.run_with(cmd(&["quay", "orgs", "status"]), "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = |org: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{org} ")))
+            .unwrap_or_else(|| panic!("{org}: {text}"))
+            .to_string()
+    };
+    assert!(
+        row("cache_ocp").contains("quay.io/openshift-release-dev")
+            && row("cache_ocp").contains("172800s"),
+        "{text}"
+    );
+    assert!(row("cache_quay_io").ends_with("yes (HTTP 401)"), "{text}");
+    assert!(
+        row("cache_registry_redhat_io").ends_with("no (cannot connect)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_new_subcommand_help_has_an_example() {
+    for sub in [
+        &["quay"][..],
+        &["quay", "orgs", "create"],
+        &["quay", "orgs", "delete"],
+        &["quay", "orgs", "status"],
+        &["quay", "credentials"],
+        &["quay", "pull-access"],
+        &["quay", "quota"],
+        &["mirror-config"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args(sub)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sub:?}");
+        let text = stdout(&out);
+        assert!(
+            text.contains("Example:") && text.contains(&format!("prewarm {}", sub.join(" "))),
+            "{sub:?}: {text}"
+        );
+    }
+}

@@ -448,16 +448,20 @@ fn read_ca(ca: &Path) -> Result<reqwest::Certificate> {
         .with_context(|| format!("CA file {} is not a PEM certificate", ca.display()))
 }
 
-/// reqwest's error text with its cause chain (the cause is what tells TLS from refused).
+/// reqwest's error as its cause chain: the top line only repeats the URL, the causes tell a
+/// refused connection from a TLS failure.
 fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
+    let mut causes = Vec::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        causes.push(s.to_string());
         source = s.source();
     }
-    msg
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    }
 }
 
 #[cfg(test)]
