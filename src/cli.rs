@@ -59,6 +59,19 @@ pub enum Command {
         after_help = "Example:\n  prewarm refresh job.yaml --stale-after 12h --report refresh.json --metrics /var/lib/node_exporter/textfile/prewarm.prom\n\nReferences by digest and tags matching the job's `refresh.immutable` rules are never re-checked.\nPrints each change as `changed  REF  OLD → NEW`. Exit status: 0 when nothing failed (a spent\nrate budget stops cleanly and is not a failure), 1 when any image failed, 2 on bad input."
     )]
     Refresh(RefreshArgs),
+    /// Set up the cache on Quay: cache orgs and proxy-cache configs, upstream credentials,
+    /// pull access for the cluster, quota. The Quay token comes from --token-file or
+    /// $PREWARM_QUAY_TOKEN, never the command line.
+    #[command(
+        after_help = "Example:\n  export PREWARM_QUAY_TOKEN=$(cat quay-token)\n  prewarm quay orgs create --quay mirror.example:8443\n  prewarm quay credentials --quay mirror.example:8443 --pull-secret pull-secret.json\n  prewarm quay orgs status --job job.yaml"
+    )]
+    Quay(crate::quay::QuayArgs),
+    /// Print the cluster's mirror configuration for the cache orgs: registries.conf, IDMS,
+    /// ITMS, ICSP, MachineConfigs or the install-config snippet.
+    #[command(
+        after_help = "Example:\n  prewarm mirror-config --quay mirror.example:8443 --format registries.conf\n  prewarm mirror-config --job job.yaml --format idms --source-policy never-contact-source -o idms.yaml\n  prewarm mirror-config --quay mirror.example:8443 --format machineconfig | oc apply -f -\n\nThe upstreams are the hosts of --domain-list (default image-lists/mirror.domain.list) or the\njob's images; each maps to its cache org as the job's `cache.orgs` / `cache_<host>` rule says."
+    )]
+    MirrorConfig(crate::mirrorconf::MirrorConfigArgs),
 }
 
 #[derive(Debug, Args)]

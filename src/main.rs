@@ -35,6 +35,8 @@ fn main() -> ExitCode {
             Command::Warm(args) => commands::run(Executor::Warm, args, &cli.global).await,
             Command::Verify(args) => commands::run(Executor::Verify, args, &cli.global).await,
             Command::Refresh(args) => commands::refresh(args, &cli.global).await,
+            Command::Quay(args) => prewarm::quay::run(args).await,
+            Command::MirrorConfig(args) => prewarm::mirrorconf::run(args),
         }
     });
     match result {

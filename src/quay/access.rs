@@ -1,0 +1,194 @@
+//! `prewarm quay pull-access` and `prewarm quay quota`.
+//!
+//! Pulling through a Quay cache org needs an authenticated org member; robots belong to one
+//! org, so each cache org gets its own team (role `member`) and robot, and the pull secret
+//! carries one namespace-scoped entry per org (`quay:8443/cache_quay_io`). Quota is one
+//! `limit_bytes` per org plus optional Warning / Reject limits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+
+use super::ConnArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct PullAccessArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Robot short name (the robot is `<org>+<name>`).
+    #[arg(long, default_value = "puller", value_name = "NAME")]
+    pub robot: String,
+    /// Team that holds the robot (role member).
+    #[arg(long, default_value = "pullers", value_name = "NAME")]
+    pub team: String,
+    /// Where to write the robots' credentials (pull-secret format, mode 0600).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct QuotaArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Storage quota per cache org, in bytes.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_bytes: u64,
+    /// Warn at this percentage of the quota.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub warning: Option<u64>,
+    /// Reject pushes (and caching) at this percentage of the quota.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub reject: Option<u64>,
+}
+
+fn valid_short(s: &str) -> bool {
+    (2..=255).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+pub async fn pull_access(args: &PullAccessArgs) -> Result<i32> {
+    if !valid_short(&args.robot) {
+        bail!(
+            "--robot: `{}` is not a Quay robot name (lowercase letter, then [a-z0-9_])",
+            args.robot
+        );
+    }
+    if !valid_short(&args.team) {
+        bail!(
+            "--team: `{}` is not a Quay team name (lowercase letter, then [a-z0-9_])",
+            args.team
+        );
+    }
+    let (mapping, orgs, client) = super::open(&args.conn).await?;
+    let mut auths = BTreeMap::new();
+    let mut failed = 0;
+    for o in &orgs {
+        let r = async {
+            client.team(&o.org, &args.team).await?;
+            let robot = client.robot(&o.org, &args.robot).await?;
+            client
+                .add_team_member(&o.org, &args.team, &robot.name)
+                .await?;
+            anyhow::Ok(robot)
+        }
+        .await;
+        match r {
+            Ok(robot) => {
+                println!("{:<40} robot {} in team {}", o.org, robot.name, args.team);
+                let auth = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", robot.name, robot.token));
+                auths.insert(
+                    format!("{}/{}", mapping.cache.host, o.org),
+                    serde_json::json!({ "auth": auth }),
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e:#}", o.org);
+            }
+        }
+    }
+    let text = serde_json::to_string_pretty(&serde_json::json!({ "auths": auths }))?;
+    write_private(&args.output, &text)?;
+    println!(
+        "{} robots' credentials written to {}{}",
+        auths.len(),
+        args.output.display(),
+        if failed > 0 {
+            format!(" ({failed} orgs failed)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Write a secret-bearing file readable by its owner only, atomically.
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp-prewarm");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub async fn quota(args: &QuotaArgs) -> Result<i32> {
+    let (mapping, orgs, client) = super::open(&args.conn).await?;
+    let mut failed = 0;
+    for o in &orgs {
+        let r = async {
+            let mut did = Vec::new();
+            let quotas = client.quotas(&o.org).await?;
+            let q = match quotas.first() {
+                None => {
+                    client.create_quota(&o.org, args.limit_bytes).await?;
+                    did.push(format!("quota {} bytes set", args.limit_bytes));
+                    client
+                        .quotas(&o.org)
+                        .await?
+                        .into_iter()
+                        .next()
+                        .context("Quay lists no quota after creating one")?
+                }
+                Some(q) if q.limit_bytes != args.limit_bytes => {
+                    client.update_quota(&o.org, q.id, args.limit_bytes).await?;
+                    did.push(format!(
+                        "quota {} → {} bytes",
+                        q.limit_bytes, args.limit_bytes
+                    ));
+                    q.clone()
+                }
+                Some(q) => q.clone(),
+            };
+            for (kind, pct) in [("Warning", args.warning), ("Reject", args.reject)] {
+                let Some(pct) = pct else { continue };
+                match q.limits.iter().find(|l| l.kind == kind) {
+                    None => {
+                        client.create_quota_limit(&o.org, q.id, kind, pct).await?;
+                        did.push(format!("{kind} at {pct}% set"));
+                    }
+                    Some(l) if l.limit_percent != pct => {
+                        client
+                            .update_quota_limit(&o.org, q.id, l.id, kind, pct)
+                            .await?;
+                        did.push(format!("{kind} {}% → {pct}%", l.limit_percent));
+                    }
+                    Some(_) => {}
+                }
+            }
+            anyhow::Ok(if did.is_empty() {
+                "unchanged".to_string()
+            } else {
+                did.join(", ")
+            })
+        }
+        .await;
+        match r {
+            Ok(line) => println!("{:<40} {line}", o.org),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e:#}", o.org);
+            }
+        }
+    }
+    println!(
+        "{} cache orgs on {}: {failed} failed",
+        orgs.len(),
+        mapping.cache.host
+    );
+    Ok(if failed == 0 { 0 } else { 1 })
+}

@@ -1,0 +1,487 @@
+//! A small client for Quay's REST API (`/api/v1`): orgs, proxy-cache configs, quota, robots
+//! and teams — the calls the seed procedure makes, with every HTTP error turned into a
+//! [`QuayError`] carrying Quay's own message.
+//!
+//! The OAuth token is held in [`Token`], which never prints itself; request bodies (which may
+//! hold upstream passwords) are never put in errors or logs.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Credentials;
+
+/// A Quay OAuth token; `Debug` and `Display` redact it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(s: &str) -> Result<Token> {
+        let t = s.trim();
+        if t.is_empty() || t.contains(char::is_whitespace) {
+            anyhow::bail!("the Quay token is empty or contains whitespace");
+        }
+        Ok(Token(t.to_string()))
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// An HTTP error from Quay: the call, the status and Quay's own message.
+#[derive(Debug, thiserror::Error)]
+#[error("{method} {path}: HTTP {status}: {message}")]
+pub struct QuayError {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub message: String,
+}
+
+/// Quay's message from an error body: `error_message`, else `detail`, else `error` (the CSRF
+/// answer), else a JSON string body, else the text itself (cut short).
+fn quay_message(body: &str) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(o)) => ["error_message", "detail", "error", "message", "title"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+            .map(str::to_string)
+            .unwrap_or_else(|| body.chars().take(200).collect()),
+        Ok(Value::String(s)) => s,
+        _ if body.trim().is_empty() => "(empty body)".to_string(),
+        _ => body.trim().chars().take(200).collect(),
+    }
+}
+
+/// A proxy-cache config as Quay returns it (credentials are never returned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyCache {
+    pub upstream_registry: String,
+    pub expiration_s: u64,
+    pub insecure: bool,
+}
+
+/// A proxy-cache config to POST (or validate), possibly with upstream credentials.
+#[derive(Clone)]
+pub struct ProxyCacheSpec {
+    pub upstream_registry: String,
+    pub expiration_s: u64,
+    pub insecure: bool,
+    pub credentials: Option<Credentials>,
+}
+
+impl ProxyCacheSpec {
+    fn body(&self, org: &str) -> Value {
+        let mut v = json!({
+            "org_name": org,
+            "upstream_registry": self.upstream_registry,
+            "expiration_s": self.expiration_s,
+            "insecure": self.insecure,
+        });
+        if let Some(c) = &self.credentials {
+            v["upstream_registry_username"] = json!(c.username);
+            v["upstream_registry_password"] = json!(c.password);
+        }
+        v
+    }
+
+    pub fn settings(&self) -> ProxyCache {
+        ProxyCache {
+            upstream_registry: self.upstream_registry.clone(),
+            expiration_s: self.expiration_s,
+            insecure: self.insecure,
+        }
+    }
+}
+
+/// A robot account with its token (a secret: only ever written to the pull-secret file).
+#[derive(Clone, Deserialize)]
+pub struct Robot {
+    pub name: String,
+    pub token: String,
+}
+
+impl fmt::Debug for Robot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Robot({}, <redacted>)", self.name)
+    }
+}
+
+/// An org's storage quota and its limits, as `GET …/quota` lists them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Quota {
+    pub id: u64,
+    pub limit_bytes: u64,
+    #[serde(default)]
+    pub limits: Vec<QuotaLimit>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuotaLimit {
+    pub id: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub limit_percent: u64,
+}
+
+/// How to reach a Quay: `host[:port]`, TLS (verified by default).
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub host: String,
+    pub ca: Option<std::path::PathBuf>,
+    /// No TLS verification, and plain HTTP when HTTPS does not answer.
+    pub insecure: bool,
+}
+
+pub struct QuayClient {
+    http: reqwest::Client,
+    base: String,
+    token: Token,
+}
+
+impl QuayClient {
+    /// Connect and check the token with `GET /api/v1/user/`; returns the client and the
+    /// token's user name.
+    pub async fn connect(conn: &Connection, token: Token) -> Result<(QuayClient, String)> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .user_agent(concat!("prewarm/", env!("CARGO_PKG_VERSION")));
+        if conn.insecure {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        if let Some(ca) = &conn.ca {
+            builder = builder.add_root_certificate(read_ca(ca)?);
+        }
+        let http = builder.build()?;
+        let mut client = QuayClient {
+            http,
+            base: format!("https://{}", conn.host),
+            token,
+        };
+        let user = match client.user().await {
+            Ok(u) => u,
+            Err(e) if conn.insecure && e.downcast_ref::<QuayError>().is_none() => {
+                // An insecure Quay may speak plain HTTP only: one HTTPS attempt, then HTTP.
+                client.base = format!("http://{}", conn.host);
+                client.user().await?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((client, user))
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, String)> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token.0);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{method} {url}: {}", without_url(&e)))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("{method} {url}: reading the answer"))?;
+        Ok((status, text))
+    }
+
+    /// A call that must answer one of `ok`; anything else is a [`QuayError`].
+    async fn expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        ok: &[u16],
+    ) -> Result<(u16, String)> {
+        let (status, text) = self.call(method.clone(), path, body).await?;
+        if ok.contains(&status) {
+            Ok((status, text))
+        } else {
+            Err(QuayError {
+                method: method.to_string(),
+                path: path.to_string(),
+                status,
+                message: quay_message(&text),
+            }
+            .into())
+        }
+    }
+
+    pub async fn user(&self) -> Result<String> {
+        let (_, text) = self
+            .expect(reqwest::Method::GET, "/api/v1/user/", None, &[200])
+            .await?;
+        let v: Value = serde_json::from_str(&text).context("GET /api/v1/user/: not JSON")?;
+        Ok(v["username"].as_str().unwrap_or("").to_string())
+    }
+
+    pub async fn org_exists(&self, org: &str) -> Result<bool> {
+        let (s, _) = self
+            .expect(
+                reqwest::Method::GET,
+                &format!("/api/v1/organization/{org}"),
+                None,
+                &[200, 404],
+            )
+            .await?;
+        Ok(s == 200)
+    }
+
+    pub async fn create_org(&self, org: &str) -> Result<()> {
+        self.expect(
+            reqwest::Method::POST,
+            "/api/v1/organization/",
+            Some(&json!({ "name": org })),
+            &[201],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `true` when deleted, `false` when there was no such org.
+    pub async fn delete_org(&self, org: &str) -> Result<bool> {
+        let (s, _) = self
+            .expect(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/organization/{org}"),
+                None,
+                &[204, 404],
+            )
+            .await?;
+        Ok(s == 204)
+    }
+
+    /// The org's proxy-cache config; `None` when unset (Quay answers every field `""`).
+    pub async fn proxycache(&self, org: &str) -> Result<Option<ProxyCache>> {
+        let path = format!("/api/v1/organization/{org}/proxycache");
+        let (_, text) = self
+            .expect(reqwest::Method::GET, &path, None, &[200])
+            .await?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))?;
+        let upstream = v["upstream_registry"].as_str().unwrap_or("");
+        if upstream.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ProxyCache {
+            upstream_registry: upstream.to_string(),
+            expiration_s: v["expiration_s"].as_u64().unwrap_or(0),
+            insecure: v["insecure"].as_bool().unwrap_or(false),
+        }))
+    }
+
+    pub async fn create_proxycache(&self, org: &str, spec: &ProxyCacheSpec) -> Result<()> {
+        self.expect(
+            reqwest::Method::POST,
+            &format!("/api/v1/organization/{org}/proxycache"),
+            Some(&spec.body(org)),
+            &[201],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `true` when deleted, `false` when there was none. Quay answers 201 "Deleted".
+    pub async fn delete_proxycache(&self, org: &str) -> Result<bool> {
+        let (s, _) = self
+            .expect(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/organization/{org}/proxycache"),
+                None,
+                &[201, 204, 404],
+            )
+            .await?;
+        Ok(s != 404)
+    }
+
+    /// Ask Quay to log in to the upstream with `spec`: `Valid` or `Anonymous`, else the error.
+    /// Quay refuses (400) on an org that already has a config.
+    pub async fn validate_proxycache(&self, org: &str, spec: &ProxyCacheSpec) -> Result<String> {
+        let (_, text) = self
+            .expect(
+                reqwest::Method::POST,
+                &format!("/api/v1/organization/{org}/validateproxycache"),
+                Some(&spec.body(org)),
+                &[200, 202],
+            )
+            .await?;
+        Ok(quay_message(&text))
+    }
+
+    pub async fn quotas(&self, org: &str) -> Result<Vec<Quota>> {
+        let path = format!("/api/v1/organization/{org}/quota");
+        let (_, text) = self
+            .expect(reqwest::Method::GET, &path, None, &[200])
+            .await?;
+        serde_json::from_str(&text).with_context(|| format!("GET {path}: not a quota list"))
+    }
+
+    pub async fn create_quota(&self, org: &str, limit_bytes: u64) -> Result<()> {
+        self.expect(
+            reqwest::Method::POST,
+            &format!("/api/v1/organization/{org}/quota"),
+            Some(&json!({ "limit_bytes": limit_bytes })),
+            &[200, 201],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_quota(&self, org: &str, id: u64, limit_bytes: u64) -> Result<()> {
+        self.expect(
+            reqwest::Method::PUT,
+            &format!("/api/v1/organization/{org}/quota/{id}"),
+            Some(&json!({ "limit_bytes": limit_bytes })),
+            &[200],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn create_quota_limit(
+        &self,
+        org: &str,
+        id: u64,
+        kind: &str,
+        percent: u64,
+    ) -> Result<()> {
+        self.expect(
+            reqwest::Method::POST,
+            &format!("/api/v1/organization/{org}/quota/{id}/limit"),
+            Some(&json!({ "type": kind, "threshold_percent": percent })),
+            &[200, 201],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_quota_limit(
+        &self,
+        org: &str,
+        id: u64,
+        limit: u64,
+        kind: &str,
+        percent: u64,
+    ) -> Result<()> {
+        self.expect(
+            reqwest::Method::PUT,
+            &format!("/api/v1/organization/{org}/quota/{id}/limit/{limit}"),
+            Some(&json!({ "type": kind, "threshold_percent": percent })),
+            &[200],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Create robot `org+short`, or fetch it (with its token) when it already exists.
+    pub async fn robot(&self, org: &str, short: &str) -> Result<Robot> {
+        let path = format!("/api/v1/organization/{org}/robots/{short}");
+        let (s, text) = self
+            .expect(reqwest::Method::GET, &path, None, &[200, 400, 404])
+            .await?;
+        let text = if s == 200 {
+            text
+        } else {
+            self.expect(
+                reqwest::Method::PUT,
+                &path,
+                Some(&json!({ "description": "prewarm: pulls through the cache" })),
+                &[200, 201],
+            )
+            .await?
+            .1
+        };
+        serde_json::from_str(&text).with_context(|| format!("{path}: not a robot"))
+    }
+
+    /// Create (or keep) team `team` with role `member`: membership is what lets a robot pull
+    /// through a cache org.
+    pub async fn team(&self, org: &str, team: &str) -> Result<()> {
+        self.expect(
+            reqwest::Method::PUT,
+            &format!("/api/v1/organization/{org}/team/{team}"),
+            Some(&json!({ "role": "member", "description": "prewarm: pulls through the cache" })),
+            &[200],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn add_team_member(&self, org: &str, team: &str, member: &str) -> Result<()> {
+        self.expect(
+            reqwest::Method::PUT,
+            &format!("/api/v1/organization/{org}/team/{team}/members/{member}"),
+            Some(&json!({})),
+            &[200],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn read_ca(ca: &Path) -> Result<reqwest::Certificate> {
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read CA file {}", ca.display()))?;
+    reqwest::Certificate::from_pem(&pem)
+        .with_context(|| format!("CA file {} is not a PEM certificate", ca.display()))
+}
+
+/// reqwest's error as its cause chain: the top line only repeats the URL, the causes tell a
+/// refused connection from a TLS failure.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_come_from_quay_bodies() {
+        assert_eq!(
+            quay_message(
+                r#"{"detail":"d","error_message":"Proxy Cache Configuration already exists","error_type":"invalid_request","title":"invalid_request","type":"x","status":400}"#
+            ),
+            "Proxy Cache Configuration already exists"
+        );
+        assert_eq!(
+            quay_message(r#"{"error": "CSRF token was invalid or missing."}"#),
+            "CSRF token was invalid or missing."
+        );
+        assert_eq!(quay_message(r#""Not Found""#), "Not Found");
+        assert_eq!(quay_message(""), "(empty body)");
+        assert!(!format!("{:?}", Token::new("s3cret").unwrap()).contains("s3cret"));
+    }
+}

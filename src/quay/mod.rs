@@ -1,0 +1,128 @@
+//! `prewarm quay`: the Quay side of the seed procedure as safe, idempotent commands — cache
+//! orgs and their proxy-cache configs ([`orgs`]), upstream credentials from a pull secret
+//! ([`credentials`]), pull access for the cluster and storage quota ([`access`]).
+//!
+//! Which orgs exist and what each proxies comes from [`crate::upstreams::Mapping`], i.e. the
+//! job's mapping; the REST calls are in [`client`].
+
+pub mod access;
+pub mod client;
+pub mod credentials;
+pub mod orgs;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::upstreams::{CacheOrg, Mapping, SiteArgs};
+use client::{Connection, QuayClient, Token};
+
+/// Environment variable holding the Quay OAuth token (never a command-line argument).
+pub const TOKEN_ENV: &str = "PREWARM_QUAY_TOKEN";
+
+/// How to reach and authenticate to Quay, and which orgs are meant.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnArgs {
+    #[command(flatten)]
+    pub site: SiteArgs,
+    /// A file holding the Quay OAuth token (scopes: Administer Organization, and Administer
+    /// User to create orgs). Default: $PREWARM_QUAY_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for Quay, besides the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Do not verify Quay's TLS certificate, and use plain HTTP when HTTPS does not answer.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct QuayArgs {
+    #[command(subcommand)]
+    pub command: QuayCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum QuayCommand {
+    /// Create, delete or list the cache orgs (`cache_<host>`) and their proxy-cache configs.
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+    /// Set upstream credentials on the cache orgs from a pull secret, validated first.
+    #[command(
+        after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay credentials --quay mirror.example:8443 --pull-secret pull-secret.json\n  prewarm quay credentials --job job.yaml --token-file token --pull-secret ps.json --registry quay.io\n\nEach org's new config is validated by Quay (validateproxycache, on a scratch org since Quay\nrefuses to validate an org that has a config) before the current one is deleted; if the POST\nfails the old upstream settings are put back. Quay never returns credentials, so credentials\nset earlier cannot be restored."
+    )]
+    Credentials(credentials::CredentialsArgs),
+    /// Give the cluster pull access: per cache org a team (role member) and a robot in it;
+    /// writes the robots' credentials as a pull secret.
+    #[command(
+        after_help = "Example:\n  prewarm quay pull-access --quay mirror.example:8443 --token-file token --output cache-pull-secret.json\n\nThe file has one `auths` entry per cache org (`mirror.example:8443/cache_quay_io`), the form\ncontainers and OpenShift accept for namespace-scoped credentials. It is written with mode 0600."
+    )]
+    PullAccess(access::PullAccessArgs),
+    /// Set a storage quota (and Warning/Reject limits) on every cache org; needs a superuser token.
+    #[command(
+        after_help = "Example:\n  prewarm quay quota --quay mirror.example:8443 --token-file token --limit-bytes 500000000000 --warning 80 --reject 100"
+    )]
+    Quota(access::QuotaArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OrgsCommand {
+    /// Create each cache org and its proxy-cache config; leave matching ones alone.
+    #[command(
+        after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay orgs create --quay mirror.example:8443\n  prewarm quay orgs create --job job.yaml --token-file token --expiration 172800 --force\n\nAn org whose config differs is reported and left alone; --force replaces it (DELETE, POST;\nthe old settings are put back if the POST fails).\n\nExit status: 0 when every org is as wanted, 1 when any differs (without --force) or failed."
+    )]
+    Create(orgs::CreateArgs),
+    /// Delete each cache org (and everything cached in it); asks first unless --yes.
+    #[command(
+        after_help = "Example:\n  prewarm quay orgs delete --quay mirror.example:8443 --token-file token --yes"
+    )]
+    Delete(orgs::DeleteArgs),
+    /// A table: org, upstream, expiration, credentials, upstream reachable from here.
+    #[command(
+        after_help = "Example:\n  prewarm quay orgs status --quay mirror.example:8443 --token-file token"
+    )]
+    Status(orgs::StatusArgs),
+}
+
+/// The token: from `--token-file`, else from the environment; never from argv.
+pub fn token(args: &ConnArgs) -> Result<Token> {
+    match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?;
+            Token::new(&text).with_context(|| format!("token file {}", path.display()))
+        }
+        None => match std::env::var(TOKEN_ENV) {
+            Ok(t) => Token::new(&t).with_context(|| format!("${TOKEN_ENV}")),
+            Err(_) => bail!("no Quay token: give --token-file FILE or set ${TOKEN_ENV}"),
+        },
+    }
+}
+
+/// The mapping, the cache orgs it needs, and a client with a checked token.
+pub async fn open(args: &ConnArgs) -> Result<(Mapping, Vec<CacheOrg>, QuayClient)> {
+    let mapping = args.site.mapping()?;
+    let orgs = mapping.cache_orgs()?;
+    let token = token(args)?;
+    let conn = Connection {
+        host: mapping.cache.host.clone(),
+        ca: args.ca.clone().or_else(|| mapping.cache.ca.clone()),
+        insecure: args.insecure || mapping.cache.insecure,
+    };
+    let (client, _user) = QuayClient::connect(&conn, token)
+        .await
+        .with_context(|| format!("Quay {}", conn.host))?;
+    Ok((mapping, orgs, client))
+}
+
+pub async fn run(args: &QuayArgs) -> Result<i32> {
+    match &args.command {
+        QuayCommand::Orgs(OrgsCommand::Create(a)) => orgs::create(a).await,
+        QuayCommand::Orgs(OrgsCommand::Delete(a)) => orgs::delete(a).await,
+        QuayCommand::Orgs(OrgsCommand::Status(a)) => orgs::status(a).await,
+        QuayCommand::Credentials(a) => credentials::run(a).await,
+        QuayCommand::PullAccess(a) => access::pull_access(a).await,
+        QuayCommand::Quota(a) => access::quota(a).await,
+    }
+}

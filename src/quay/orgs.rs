@@ -1,0 +1,343 @@
+//! `prewarm quay orgs create|delete|status`: one `cache_<host>` org per upstream, each with a
+//! proxy-cache config. Create is idempotent: what matches is left alone and said so; what
+//! differs is reported and replaced only when asked (`--force`), and a failed replacement puts
+//! the old settings back.
+
+use std::io::{BufRead, Write};
+
+use anyhow::{bail, Result};
+
+use super::client::{ProxyCache, ProxyCacheSpec, QuayClient};
+use super::ConnArgs;
+use crate::upstreams::CacheOrg;
+
+/// Quay's default staleness period; 0 breaks digest pulls in Quay, so it is refused.
+pub const DEFAULT_EXPIRATION_S: u64 = 86400;
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Seconds a cached tag stays fresh before Quay re-checks the upstream (`expiration_s`).
+    #[arg(long, default_value_t = DEFAULT_EXPIRATION_S, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub expiration: u64,
+    /// Let Quay talk to the upstreams over plain HTTP / without TLS verification (`insecure`).
+    #[arg(long)]
+    pub insecure_upstream: bool,
+    /// Replace proxy-cache configs that differ from the wanted one (drops credentials set on
+    /// them: run `prewarm quay credentials` again).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Do not probe the upstreams (`GET /v2/` from this machine).
+    #[arg(long)]
+    pub no_probe: bool,
+}
+
+fn describe(p: &ProxyCache) -> String {
+    format!(
+        "upstream {} expiration {}s insecure {}",
+        p.upstream_registry, p.expiration_s, p.insecure
+    )
+}
+
+/// What differs between Quay's config and the wanted one, or `None` when they match.
+fn difference(have: &ProxyCache, want: &ProxyCache) -> Option<String> {
+    let mut d = Vec::new();
+    if have.upstream_registry != want.upstream_registry {
+        d.push(format!(
+            "upstream {} (wanted {})",
+            have.upstream_registry, want.upstream_registry
+        ));
+    }
+    if have.expiration_s != want.expiration_s {
+        d.push(format!(
+            "expiration {}s (wanted {}s)",
+            have.expiration_s, want.expiration_s
+        ));
+    }
+    if have.insecure != want.insecure {
+        d.push(format!(
+            "insecure {} (wanted {})",
+            have.insecure, want.insecure
+        ));
+    }
+    (!d.is_empty()).then(|| d.join(", "))
+}
+
+/// Replace `org`'s config by `new` (DELETE then POST: Quay has no PUT). If the POST fails,
+/// POST `old` again and say so in the error.
+pub async fn replace(
+    client: &QuayClient,
+    org: &str,
+    old: &ProxyCache,
+    new: &ProxyCacheSpec,
+) -> Result<()> {
+    client.delete_proxycache(org).await?;
+    if let Err(e) = client.create_proxycache(org, new).await {
+        let restore = ProxyCacheSpec {
+            upstream_registry: old.upstream_registry.clone(),
+            expiration_s: old.expiration_s,
+            insecure: old.insecure,
+            credentials: None,
+        };
+        match client.create_proxycache(org, &restore).await {
+            Ok(()) => bail!(
+                "{e:#}; the old config ({}) was restored, without credentials (Quay never returns them)",
+                describe(old)
+            ),
+            Err(r) => bail!(
+                "{e:#}; restoring the old config ({}) failed too: {r:#}; the org has NO proxy-cache config now",
+                describe(old)
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Tally {
+    created: usize,
+    unchanged: usize,
+    differs: usize,
+    replaced: usize,
+    failed: usize,
+}
+
+pub async fn create(args: &CreateArgs) -> Result<i32> {
+    let (mapping, orgs, client) = super::open(&args.conn).await?;
+    let mut t = Tally::default();
+    for CacheOrg { org, upstream } in &orgs {
+        let want = ProxyCacheSpec {
+            upstream_registry: upstream.clone(),
+            expiration_s: args.expiration,
+            insecure: args.insecure_upstream,
+            credentials: None,
+        };
+        match create_one(&client, org, &want, args.force).await {
+            Ok((outcome, line)) => {
+                match outcome {
+                    Outcome::Created => t.created += 1,
+                    Outcome::Unchanged => t.unchanged += 1,
+                    Outcome::Differs => t.differs += 1,
+                    Outcome::Replaced => t.replaced += 1,
+                }
+                println!("{org:<40} {upstream:<40} {line}");
+            }
+            Err(e) => {
+                t.failed += 1;
+                eprintln!("error: {org} ({upstream}): {e:#}");
+            }
+        }
+    }
+    println!(
+        "{} cache orgs on {}: {} created, {} unchanged, {} replaced, {} differ (left alone), {} failed",
+        orgs.len(),
+        mapping.cache.host,
+        t.created,
+        t.unchanged,
+        t.replaced,
+        t.differs,
+        t.failed
+    );
+    Ok(if t.failed + t.differs == 0 { 0 } else { 1 })
+}
+
+enum Outcome {
+    Created,
+    Unchanged,
+    Differs,
+    Replaced,
+}
+
+async fn create_one(
+    client: &QuayClient,
+    org: &str,
+    want: &ProxyCacheSpec,
+    force: bool,
+) -> Result<(Outcome, String)> {
+    let mut made = Vec::new();
+    if !client.org_exists(org).await? {
+        client.create_org(org).await?;
+        made.push("org created");
+    }
+    match client.proxycache(org).await? {
+        None => {
+            client.create_proxycache(org, want).await?;
+            made.push("proxy cache created");
+            Ok((
+                Outcome::Created,
+                format!("{} ({})", made.join(", "), describe(&want.settings())),
+            ))
+        }
+        Some(have) => match difference(&have, &want.settings()) {
+            None => Ok((Outcome::Unchanged, "unchanged".to_string())),
+            Some(diff) if force => {
+                replace(client, org, &have, want).await?;
+                Ok((
+                    Outcome::Replaced,
+                    format!("replaced: was {diff}; credentials set on the old config are gone"),
+                ))
+            }
+            Some(diff) => Ok((
+                Outcome::Differs,
+                format!("DIFFERS: {diff}; left alone (--force replaces it)"),
+            )),
+        },
+    }
+}
+
+pub async fn delete(args: &DeleteArgs) -> Result<i32> {
+    let (mapping, orgs, client) = super::open(&args.conn).await?;
+    if !args.yes {
+        eprint!(
+            "Delete {} cache orgs on {} and everything cached in them ({} … {})? [y/N] ",
+            orgs.len(),
+            mapping.cache.host,
+            orgs.first().map(|o| o.org.as_str()).unwrap_or(""),
+            orgs.last().map(|o| o.org.as_str()).unwrap_or("")
+        );
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).ok();
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+            eprintln!("nothing deleted");
+            return Ok(1);
+        }
+    }
+    let (mut deleted, mut absent, mut failed) = (0, 0, 0);
+    for o in &orgs {
+        match client.delete_org(&o.org).await {
+            Ok(true) => {
+                deleted += 1;
+                println!("{:<40} deleted", o.org);
+            }
+            Ok(false) => {
+                absent += 1;
+                println!("{:<40} absent already", o.org);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e:#}", o.org);
+            }
+        }
+    }
+    println!(
+        "{} cache orgs on {}: {deleted} deleted, {absent} absent already, {failed} failed",
+        orgs.len(),
+        mapping.cache.host
+    );
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Whether the upstream answers `GET /v2/` from here (any HTTP status counts: 401 is normal).
+async fn probe(
+    mapping: &crate::upstreams::Mapping,
+    job: Option<&crate::job::Job>,
+    upstream: &str,
+) -> String {
+    let host = upstream.split('/').next().unwrap_or(upstream);
+    let host = if host == crate::reference::DOCKER_HUB {
+        "registry-1.docker.io"
+    } else {
+        host
+    };
+    let _ = mapping;
+    let ep = match job {
+        Some(j) => j.endpoint(host),
+        None => crate::job::Endpoint {
+            address: host.to_string(),
+            insecure: false,
+            ca: None,
+        },
+    };
+    let scheme = if ep.insecure { "http" } else { "https" };
+    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5));
+    if let Some(ca) = ep.ca.as_ref().and_then(|c| std::fs::read(c).ok()) {
+        if let Ok(cert) = reqwest::Certificate::from_pem(&ca) {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    let Ok(http) = b.build() else {
+        return "no (client)".into();
+    };
+    match http
+        .get(format!("{scheme}://{}/v2/", ep.address))
+        .send()
+        .await
+    {
+        Ok(r) => format!("yes (HTTP {})", r.status().as_u16()),
+        Err(e) if e.is_timeout() => "no (timeout)".into(),
+        Err(e) if e.is_connect() => "no (cannot connect)".into(),
+        Err(_) => "no".into(),
+    }
+}
+
+pub async fn status(args: &StatusArgs) -> Result<i32> {
+    let (mapping, orgs, client) = super::open(&args.conn).await?;
+    let job = args
+        .conn
+        .site
+        .job
+        .as_deref()
+        .map(crate::job::Job::load)
+        .transpose()?;
+    println!(
+        "{:<40} {:<40} {:<12} {:<12} REACHABLE",
+        "ORG", "UPSTREAM", "EXPIRATION", "CREDENTIALS"
+    );
+    let mut failed = 0;
+    for o in &orgs {
+        let (upstream, expiration) = match client.org_exists(&o.org).await {
+            Ok(false) => ("(no org)".to_string(), "-".to_string()),
+            Ok(true) => match client.proxycache(&o.org).await {
+                Ok(Some(p)) => {
+                    let u = if p.upstream_registry == o.upstream {
+                        p.upstream_registry
+                    } else {
+                        format!("{} (wanted {})", p.upstream_registry, o.upstream)
+                    };
+                    (u, format!("{}s", p.expiration_s))
+                }
+                Ok(None) => ("(no proxy cache)".to_string(), "-".to_string()),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: {}: {e:#}", o.org);
+                    continue;
+                }
+            },
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e:#}", o.org);
+                continue;
+            }
+        };
+        let reachable = if args.no_probe {
+            "-".to_string()
+        } else {
+            probe(&mapping, job.as_ref(), &o.upstream).await
+        };
+        // Quay's API never returns upstream credentials, so whether some are set is unknowable
+        // from outside; say so instead of guessing.
+        println!(
+            "{:<40} {:<40} {:<12} {:<12} {reachable}",
+            o.org, upstream, expiration, "not shown"
+        );
+    }
+    println!("CREDENTIALS: Quay's API never returns upstream credentials; `prewarm quay credentials` reports what it sets.");
+    Ok(if failed == 0 { 0 } else { 1 })
+}

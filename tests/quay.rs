@@ -1,0 +1,771 @@
+//! `prewarm quay …` against the Quay test double (tests/quay_double: no real Quay runs here),
+//! driving the real binary and checking both what it says and what Quay ends up holding.
+//! Every run's stdout and stderr are checked for secrets.
+
+mod quay_double;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine as _;
+use quay_double::{ProxyConfig, QuayDouble, TOKEN};
+
+struct Site {
+    quay: QuayDouble,
+    dir: PathBuf,
+    /// Strings that must never appear in any output.
+    secrets: Vec<String>,
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+impl Site {
+    fn new(name: &str) -> Site {
+        let dir = std::env::temp_dir().join(format!("prewarm-quay-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // index.docker.io is docker.io: one org, not two.
+        std::fs::write(
+            dir.join("domains.list"),
+            "# upstreams\nquay.io\nregistry.redhat.io\ndocker.io\nindex.docker.io\n",
+        )
+        .unwrap();
+        Site {
+            quay: QuayDouble::start(),
+            dir,
+            secrets: vec![TOKEN.to_string()],
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_prewarm"));
+        c.args(args)
+            .arg("--quay")
+            .arg(self.quay.host())
+            .arg("--insecure")
+            .arg("--domain-list")
+            .arg(self.dir.join("domains.list"))
+            .env("PREWARM_QUAY_TOKEN", TOKEN)
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(self.cmd(args), "")
+    }
+
+    fn run_with(&self, mut c: Command, stdin: &str) -> Output {
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for s in &self.secrets {
+            assert!(
+                !all.contains(s.as_str()),
+                "a secret leaked into the output:\n{all}"
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const ORGS: [&str; 3] = [
+    "cache_docker_io",
+    "cache_quay_io",
+    "cache_registry_redhat_io",
+];
+
+fn config(upstream: &str, expiration_s: u64, creds: Option<(&str, &str)>) -> ProxyConfig {
+    ProxyConfig {
+        upstream_registry: upstream.into(),
+        username: creds.map(|c| c.0.to_string()),
+        password: creds.map(|c| c.1.to_string()),
+        expiration_s,
+        insecure: false,
+    }
+}
+
+#[test]
+fn create_on_an_empty_quay_then_a_rerun_changes_nothing() {
+    let site = Site::new("create");
+    let out = site.run(&["quay", "orgs", "create", "-vv"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("3 cache orgs") && stdout(&out).contains("3 created"),
+        "{}",
+        stdout(&out)
+    );
+    {
+        let s = site.quay.state();
+        assert_eq!(s.orgs.keys().map(String::as_str).collect::<Vec<_>>(), ORGS);
+    }
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 86400, None))
+    );
+    assert_eq!(
+        site.quay.config("cache_docker_io"),
+        Some(config("docker.io", 86400, None))
+    );
+    // The exact calls the seed script made, and nothing else that changes anything.
+    let writes = site.quay.writes();
+    assert_eq!(writes.len(), 6, "{writes:?}");
+    assert!(writes.contains(&"POST /api/v1/organization/".to_string()));
+    assert!(writes.contains(&"POST /api/v1/organization/cache_quay_io/proxycache".to_string()));
+
+    site.quay.clear_log();
+    let out = site.run(&["quay", "orgs", "create"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("0 created, 3 unchanged"), "{text}");
+    assert_eq!(text.matches(" unchanged\n").count(), 3, "{text}");
+    assert!(site.quay.writes().is_empty(), "{:?}", site.quay.writes());
+}
+
+#[test]
+fn a_differing_config_is_reported_and_replaced_only_with_force() {
+    let site = Site::new("differs");
+    site.quay
+        .add_org("cache_quay_io", Some(config("quay.io", 3600, None)));
+    let out = site.run(&["quay", "orgs", "create"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("cache_quay_io")
+            && text.contains("DIFFERS: expiration 3600s (wanted 86400s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2 created") && text.contains("1 differ (left alone)"),
+        "{text}"
+    );
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 3600, None))
+    );
+
+    let out = site.run(&["quay", "orgs", "create", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("replaced: was expiration 3600s (wanted 86400s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 86400, None))
+    );
+
+    // A forced replacement whose POST fails puts the old settings back and says so.
+    site.quay
+        .state()
+        .orgs
+        .get_mut("cache_quay_io")
+        .unwrap()
+        .proxycache = Some(config("quay.io", 3600, None));
+    site.quay.state().fail_proxycache_posts = 1;
+    let out = site.run(&["quay", "orgs", "create", "--force"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Internal Server Error") && stderr(&out).contains("was restored"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 3600, None))
+    );
+}
+
+fn pull_secret(site: &mut Site, entries: &[(&str, &str)]) -> PathBuf {
+    let mut auths = serde_json::Map::new();
+    for (host, userpass) in entries {
+        let auth = b64(userpass);
+        site.secrets.push(auth.clone());
+        site.secrets
+            .push(userpass.split_once(':').unwrap().1.to_string());
+        auths.insert(
+            host.to_string(),
+            serde_json::json!({"auth": auth, "email": "x@example.com"}),
+        );
+    }
+    let path = site.dir.join("pull-secret.json");
+    std::fs::write(&path, serde_json::json!({ "auths": auths }).to_string()).unwrap();
+    path
+}
+
+#[test]
+fn credentials_with_a_colon_inside_the_password() {
+    let mut site = Site::new("colon");
+    for org in ORGS {
+        site.quay.add_org(org, None);
+    }
+    site.quay.add_org(
+        "cache_quay_io",
+        Some(config("quay.io", 7200, Some(("old", "oldpw")))),
+    );
+    site.quay
+        .state()
+        .logins
+        .insert("quay.io".into(), ("robot+ci".into(), "pa:ss:w0rd==".into()));
+    site.quay.state().logins.insert(
+        "registry.redhat.io".into(),
+        ("rhuser".into(), "tok:en".into()),
+    );
+    let ps = pull_secret(
+        &mut site,
+        &[
+            ("quay.io", "robot+ci:pa:ss:w0rd=="),
+            ("registry.redhat.io", "rhuser:tok:en"),
+        ],
+    );
+    let out = site.run(&[
+        "quay",
+        "credentials",
+        "--pull-secret",
+        ps.to_str().unwrap(),
+        "--registry",
+        "quay.io",
+        "--registry",
+        "registry.redhat.io",
+        "-vv",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // The whole password, after the first colon; the existing expiration kept.
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 7200, Some(("robot+ci", "pa:ss:w0rd=="))))
+    );
+    // An org without a config was validated on itself and created.
+    assert_eq!(
+        site.quay.config("cache_registry_redhat_io"),
+        Some(config(
+            "registry.redhat.io",
+            86400,
+            Some(("rhuser", "tok:en"))
+        ))
+    );
+    assert!(
+        stdout(&out).contains("credentials validated (Valid) and set"),
+        "{}",
+        stdout(&out)
+    );
+    // Validated on a scratch org (Quay refuses to validate an org with a config), removed after;
+    // validation came before the DELETE.
+    let writes = site.quay.writes();
+    let validate = writes
+        .iter()
+        .position(|w| w == "POST /api/v1/organization/prewarm_validate/validateproxycache")
+        .unwrap();
+    let delete = writes
+        .iter()
+        .position(|w| w == "DELETE /api/v1/organization/cache_quay_io/proxycache")
+        .unwrap();
+    assert!(validate < delete, "{writes:?}");
+    assert!(!site.quay.state().orgs.contains_key("prewarm_validate"));
+}
+
+#[test]
+fn a_failed_validation_leaves_the_old_config_untouched() {
+    let mut site = Site::new("novalid");
+    site.quay.add_org(
+        "cache_quay_io",
+        Some(config("quay.io", 7200, Some(("old", "oldpw")))),
+    );
+    site.quay
+        .state()
+        .logins
+        .insert("quay.io".into(), ("someone".into(), "else".into()));
+    let ps = pull_secret(&mut site, &[("quay.io", "user:wrong:pw")]);
+    let out = site.run(&[
+        "quay",
+        "credentials",
+        "--pull-secret",
+        ps.to_str().unwrap(),
+        "--registry",
+        "quay.io",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cache_quay_io")
+            && err.contains(
+                "Failed login to remote registry. Please verify entered details and try again."
+            )
+            && err.contains("untouched"),
+        "{err}"
+    );
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 7200, Some(("old", "oldpw"))))
+    );
+    assert!(!site
+        .quay
+        .writes()
+        .iter()
+        .any(|w| w.starts_with("DELETE /api/v1/organization/cache_quay_io")));
+}
+
+#[test]
+fn a_failed_post_restores_the_old_config_and_says_so() {
+    let mut site = Site::new("postfail");
+    site.quay.add_org(
+        "cache_quay_io",
+        Some(config("quay.io", 7200, Some(("old", "oldpw")))),
+    );
+    site.quay
+        .state()
+        .logins
+        .insert("quay.io".into(), ("user".into(), "new:pw".into()));
+    site.quay.state().fail_proxycache_posts = 1;
+    let ps = pull_secret(&mut site, &[("quay.io", "user:new:pw")]);
+    let out = site.run(&[
+        "quay",
+        "credentials",
+        "--pull-secret",
+        ps.to_str().unwrap(),
+        "--registry",
+        "quay.io",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("HTTP 500: Internal Server Error")
+            && err.contains(
+                "the old config (upstream quay.io expiration 7200s insecure false) was restored"
+            ),
+        "{err}"
+    );
+    // The upstream settings are back; the old credentials cannot be (Quay never returns them).
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 7200, None))
+    );
+}
+
+#[test]
+fn missing_pull_secret_entry_changes_nothing() {
+    let mut site = Site::new("missing");
+    site.quay
+        .add_org("cache_quay_io", Some(config("quay.io", 7200, None)));
+    let ps = pull_secret(&mut site, &[("quay.io", "user:pw")]);
+    let out = site.run(&["quay", "credentials", "--pull-secret", ps.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("pull-secret.json") && err.contains("auths.registry.redhat.io"),
+        "{err}"
+    );
+    assert!(site.quay.state().log.is_empty());
+}
+
+#[test]
+fn delete_asks_first_then_removes_the_orgs() {
+    let site = Site::new("delete");
+    for org in ORGS {
+        site.quay.add_org(org, Some(config("x.io", 60, None)));
+    }
+    site.quay.add_org("unrelated", None);
+    let out = site.run_with(site.cmd(&["quay", "orgs", "delete"]), "n\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Delete 3 cache orgs") && stderr(&out).contains("nothing deleted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(site.quay.state().orgs.len(), 4);
+
+    let out = site.run_with(site.cmd(&["quay", "orgs", "delete"]), "y\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        site.quay.state().orgs.keys().collect::<Vec<_>>(),
+        ["unrelated"]
+    );
+
+    let out = site.run(&["quay", "orgs", "delete", "--yes"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("0 deleted, 3 absent already"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn status_is_a_table_of_the_orgs() {
+    let site = Site::new("status");
+    site.quay
+        .add_org("cache_quay_io", Some(config("quay.io", 7200, None)));
+    site.quay.add_org("cache_docker_io", None);
+    let out = site.run(&["quay", "orgs", "status", "--no-probe"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = |org: &str| {
+        text.lines()
+            .find(|l| l.starts_with(org))
+            .unwrap_or_else(|| panic!("{org}: {text}"))
+            .to_string()
+    };
+    assert!(text.starts_with("ORG "), "{text}");
+    assert!(
+        row("cache_quay_io").contains("quay.io") && row("cache_quay_io").contains("7200s"),
+        "{text}"
+    );
+    assert!(
+        row("cache_docker_io").contains("(no proxy cache)"),
+        "{text}"
+    );
+    assert!(
+        row("cache_registry_redhat_io").contains("(no org)"),
+        "{text}"
+    );
+    assert!(site.quay.writes().is_empty());
+}
+
+#[test]
+fn token_and_tls_errors_are_one_line_with_quays_message() {
+    let site = Site::new("token");
+    let mut c = site.cmd(&["quay", "orgs", "status", "--no-probe"]);
+    c.env("PREWARM_QUAY_TOKEN", "wrong-token");
+    let out = site.run_with(c, "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("GET /api/v1/user/: HTTP 401: Invalid bearer token"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let mut c = site.cmd(&["quay", "orgs", "status"]);
+    c.env_remove("PREWARM_QUAY_TOKEN");
+    let out = site.run_with(c, "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--token-file") && stderr(&out).contains("PREWARM_QUAY_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The token from a file works the same.
+    let tf = site.dir.join("token");
+    std::fs::write(&tf, format!("{TOKEN}\n")).unwrap();
+    let mut c = site.cmd(&[
+        "quay",
+        "orgs",
+        "status",
+        "--no-probe",
+        "--token-file",
+        tf.to_str().unwrap(),
+    ]);
+    c.env_remove("PREWARM_QUAY_TOKEN");
+    assert_eq!(site.run_with(c, "").status.code(), Some(0));
+
+    // TLS is verified unless --insecure: the plain-HTTP double is refused.
+    site.quay.clear_log();
+    let out = site.run_with(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_prewarm"));
+            c.args([
+                "quay",
+                "orgs",
+                "status",
+                "--quay",
+                &site.quay.host(),
+                "--domain-list",
+            ])
+            .arg(site.dir.join("domains.list"))
+            .env("PREWARM_QUAY_TOKEN", TOKEN);
+            c
+        },
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("Quay {}", site.quay.host())),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        site.quay.state().log.is_empty(),
+        "no plain-HTTP request without --insecure"
+    );
+}
+
+#[test]
+fn quay_errors_are_reported_not_ignored() {
+    let site = Site::new("taken");
+    // A user already holds the name: Quay's message, the org named, non-zero exit.
+    site.quay.state().users.insert("cache_quay_io".into());
+    let out = site.run(&["quay", "orgs", "create"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: cache_quay_io (quay.io): POST /api/v1/organization/: HTTP 400: A user or organization with this name already exists"),
+        "{err}"
+    );
+    assert!(
+        stdout(&out).contains("2 created") && stdout(&out).contains("1 failed"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn pull_access_writes_robot_credentials_as_a_pull_secret() {
+    let mut site = Site::new("access");
+    for org in ORGS {
+        site.quay.add_org(org, Some(config("x.io", 60, None)));
+    }
+    let file = site.dir.join("cache-pull-secret.json");
+    let out = site.run(&["quay", "pull-access", "--output", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ps: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for org in ORGS {
+        let token = site.quay.state().orgs[org].robots["puller"].clone();
+        site.secrets.push(token.clone());
+        let auth = ps["auths"][format!("{}/{org}", site.quay.host())]["auth"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let decoded = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(auth)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(decoded, format!("{org}+puller:{token}"));
+        let s = site.quay.state();
+        let team = &s.orgs[org].teams["pullers"];
+        assert_eq!(team.0, "member");
+        assert!(team.1.contains(&format!("{org}+puller")));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // Again: the same robots, their tokens re-read, nothing duplicated; no token printed.
+    let out = site.run(&["quay", "pull-access", "--output", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(site.quay.state().orgs["cache_quay_io"].robots.len(), 1);
+}
+
+#[test]
+fn quota_is_set_once_and_then_left_alone() {
+    let site = Site::new("quota");
+    for org in ORGS {
+        site.quay.add_org(org, Some(config("x.io", 60, None)));
+    }
+    let args = [
+        "quay",
+        "quota",
+        "--limit-bytes",
+        "500000000000",
+        "--warning",
+        "80",
+        "--reject",
+        "100",
+    ];
+    let out = site.run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for org in ORGS {
+        let q = site.quay.state().orgs[org].quota.clone().unwrap();
+        assert_eq!(q.limit_bytes, 500_000_000_000);
+        let mut limits: Vec<(String, u64)> = q.limits.iter().map(|l| (l.1.clone(), l.2)).collect();
+        limits.sort();
+        assert_eq!(
+            limits,
+            [("Reject".to_string(), 100), ("Warning".to_string(), 80)]
+        );
+    }
+    site.quay.clear_log();
+    let out = site.run(&args);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out).matches(" unchanged\n").count(),
+        3,
+        "{}",
+        stdout(&out)
+    );
+    assert!(site.quay.writes().is_empty());
+    let out = site.run(&["quay", "quota", "--limit-bytes", "1000", "--warning", "90"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("quota 500000000000 → 1000 bytes, Warning 80% → 90%"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_job_maps_namespaces_to_their_own_org_and_status_probes_upstreams() {
+    let mut site = Site::new("job");
+    let q = site.quay.host();
+    std::fs::write(
+        site.dir.join("job.yaml"),
+        format!(
+            "cache:\n  host: {q}\n  insecure: true\n  orgs:\n    quay.io/openshift-release-dev: cache_ocp\nregistries:\n  quay.io:\n    endpoint: {q}\n    insecure: true\n  registry.redhat.io:\n    endpoint: 127.0.0.1:1\n    insecure: true\nimages:\n  - quay.io/openshift-release-dev/ocp-release:4.20.0-x86_64\n  - quay.io/prometheus/busybox:latest\n  - registry.redhat.io/ubi9/ubi:latest\n"
+        ),
+    )
+    .unwrap();
+    let job = site.dir.join("job.yaml");
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_prewarm"));
+        c.args(args)
+            .arg("--job")
+            .arg(&job)
+            .env("PREWARM_QUAY_TOKEN", TOKEN);
+        c
+    };
+    let out = site.run_with(
+        cmd(&["quay", "orgs", "create", "--expiration", "172800"]),
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        site.quay
+            .state()
+            .orgs
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["cache_ocp", "cache_quay_io", "cache_registry_redhat_io"]
+    );
+    // A namespace-scoped upstream: Quay prefixes the namespace to every repository of the org.
+    assert_eq!(
+        site.quay.config("cache_ocp"),
+        Some(config("quay.io/openshift-release-dev", 172800, None))
+    );
+
+    // quay.io credentials go to both orgs that proxy quay.io.
+    site.quay
+        .state()
+        .logins
+        .insert("quay.io".into(), ("u".into(), "p:w".into()));
+    let ps = pull_secret(&mut site, &[("quay.io", "u:p:w")]);
+    let out = site.run_with(
+        cmd(&[
+            "quay",
+            "credentials",
+            "--pull-secret",
+            ps.to_str().unwrap(),
+            "--registry",
+            "quay.io",
+        ]),
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for org in ["cache_ocp", "cache_quay_io"] {
+        assert_eq!(
+            site.quay.config(org).unwrap().password.as_deref(),
+            Some("p:w"),
+            "{org}"
+        );
+    }
+
+    // Status probes each upstream's /v2/ from here, through the job's endpoints.
+    let out = site.run_with(cmd(&["quay", "orgs", "status"]), "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = |org: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{org} ")))
+            .unwrap_or_else(|| panic!("{org}: {text}"))
+            .to_string()
+    };
+    assert!(
+        row("cache_ocp").contains("quay.io/openshift-release-dev")
+            && row("cache_ocp").contains("172800s"),
+        "{text}"
+    );
+    assert!(row("cache_quay_io").ends_with("yes (HTTP 401)"), "{text}");
+    assert!(
+        row("cache_registry_redhat_io").ends_with("no (cannot connect)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_new_subcommand_help_has_an_example() {
+    for sub in [
+        &["quay"][..],
+        &["quay", "orgs", "create"],
+        &["quay", "orgs", "delete"],
+        &["quay", "orgs", "status"],
+        &["quay", "credentials"],
+        &["quay", "pull-access"],
+        &["quay", "quota"],
+        &["mirror-config"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args(sub)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sub:?}");
+        let text = stdout(&out);
+        assert!(
+            text.contains("Example:") && text.contains(&format!("prewarm {}", sub.join(" "))),
+            "{sub:?}: {text}"
+        );
+    }
+}
