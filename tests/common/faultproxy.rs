@@ -136,6 +136,17 @@ impl FaultProxy {
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
+fn challenge(host: &str) -> Response<Body> {
+    let mut r = empty(StatusCode::UNAUTHORIZED);
+    r.headers_mut().insert(
+        "www-authenticate",
+        format!("Bearer realm=\"http://{host}/token\",service=\"faultproxy\"")
+            .parse()
+            .unwrap(),
+    );
+    r
+}
+
 fn empty(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::new())
@@ -188,6 +199,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 state.token_generation.load(Ordering::SeqCst)
             )
         });
+    // Unauthorized requests are answered before any rule is consumed, so a fault always
+    // lands on a request that would otherwise have succeeded.
+    if path == "/v2/" || !token_ok {
+        state.seen.lock().unwrap().push(Seen {
+            method,
+            path,
+            range,
+            fault: None,
+        });
+        return Ok(challenge(&host));
+    }
     let fault = {
         let mut rules = state.rules.lock().unwrap();
         rules
@@ -208,19 +230,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         range: range.clone(),
         fault: fault.as_ref().map(|f| format!("{f:?}")),
     });
-
-    if path == "/v2/" || !token_ok || matches!(fault, Some(Fault::ExpireToken)) {
-        if matches!(fault, Some(Fault::ExpireToken)) {
-            state.token_generation.fetch_add(1, Ordering::SeqCst);
-        }
-        let mut r = empty(StatusCode::UNAUTHORIZED);
-        r.headers_mut().insert(
-            "www-authenticate",
-            format!("Bearer realm=\"http://{host}/token\",service=\"faultproxy\"")
-                .parse()
-                .unwrap(),
-        );
-        return Ok(r);
+    if matches!(fault, Some(Fault::ExpireToken)) {
+        state.token_generation.fetch_add(1, Ordering::SeqCst);
+        return Ok(challenge(&host));
     }
     match &fault {
         Some(Fault::TooMany { retry_after }) => {
