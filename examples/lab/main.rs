@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use prewarm::lab::{Lab, Scale, SeedOptions};
 
 fn usage() -> ! {
-    eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
+    eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES] [--release-scale]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
     std::process::exit(2)
 }
 
@@ -26,10 +26,12 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("/tmp/prewarm-lab"));
     let mut scale = Scale::Test;
     let mut large = None;
+    let mut release_scale = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = PathBuf::from(args.next().unwrap_or_else(|| usage())),
             "--bench" => scale = Scale::Bench,
+            "--release-scale" => release_scale = true,
             "--large-layer" => large = Some(args.next().unwrap_or_else(|| usage()).parse()?),
             _ => usage(),
         }
@@ -43,6 +45,25 @@ async fn main() -> Result<()> {
                 "job: {}  auth: {}",
                 job.display(),
                 dir.join("auth.json").display()
+            );
+        }
+        "seed" if release_scale => {
+            // The benchmark's release-scale set: ~190 components, 2 GiB+, by digest.
+            let lab = Lab::load(&dir)?;
+            let seed = prewarm::lab::release_scale::seed_release_scale(
+                &lab.quay_target(),
+                &Default::default(),
+            )
+            .await?;
+            seed.write_list(&dir.join("images.txt"))?;
+            seed.write_json(&dir.join("seed.json"))?;
+            let unique = seed.unique_blobs();
+            println!(
+                "seeded {} images, {} unique blobs, {} bytes; list in {}",
+                seed.images.len(),
+                unique.len(),
+                unique.values().sum::<u64>(),
+                dir.join("images.txt").display()
             );
         }
         "seed" => {

@@ -7,6 +7,7 @@
 pub mod servers;
 
 pub use servers::{Lab, Server};
+pub mod release_scale;
 pub mod seed;
 
 use std::path::{Path, PathBuf};
