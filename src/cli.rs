@@ -73,6 +73,9 @@ pub struct PlanArgs {
     /// `resolve`, itself `source` by default).
     #[arg(long, value_enum, value_name = "VIA")]
     pub resolve: Option<ResolveVia>,
+    /// An oc-mirror ImageSetConfiguration (v2alpha1) whose content is added to the job's.
+    #[arg(long, value_name = "FILE")]
+    pub isc: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -98,4 +101,7 @@ pub struct RunArgs {
     /// Execute a plan saved by `prewarm plan -o json` instead of resolving the sources again.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+    /// An oc-mirror ImageSetConfiguration (v2alpha1) whose content is added to the job's.
+    #[arg(long, value_name = "FILE", conflicts_with = "plan")]
+    pub isc: Option<PathBuf>,
 }

@@ -24,8 +24,9 @@ fn load(
     job_path: &Path,
     global: &Global,
     resolve: Option<ResolveVia>,
+    isc: Option<&Path>,
 ) -> Result<(Arc<Job>, Registries)> {
-    let mut job = Job::load(job_path)?;
+    let mut job = crate::sources::isc::load_job(job_path, isc)?;
     if let Some(via) = resolve {
         job.resolve = via;
     }
@@ -40,7 +41,7 @@ fn load(
 }
 
 pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
-    let (job, registries) = load(&args.job, global, args.resolve)?;
+    let (job, registries) = load(&args.job, global, args.resolve, args.isc.as_deref())?;
     let mut job = (*job).clone();
     if let Some(j) = args.jobs {
         job.concurrency = j.max(1);
@@ -53,6 +54,9 @@ pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
     }
     for f in &plan.failures {
         eprintln!("error: {} ({}): {}", f.reference, f.origin, f.error);
+    }
+    for n in &plan.notes {
+        eprintln!("note: {n}");
     }
     Ok(if plan.failures.is_empty() {
         0
@@ -102,7 +106,7 @@ pub enum Executor {
 pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<i32> {
     let started = Instant::now();
     let started_at = state::now();
-    let (job, registries) = load(&args.job, global, args.resolve)?;
+    let (job, registries) = load(&args.job, global, args.resolve, args.isc.as_deref())?;
     let cache_host = job.cache()?.host.clone();
     let state = match (&args.state, args.no_state) {
         (_, true) => None,
@@ -114,6 +118,9 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         Some(path) => load_plan(path)?,
         None => plan::build(&job, &registries, reporter.as_ref()).await?,
     };
+    for n in &plan.notes {
+        eprintln!("note: {n}");
+    }
     let work = Work {
         job: &job,
         registries: &registries,

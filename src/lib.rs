@@ -16,4 +16,5 @@ pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod sources;
 pub mod state;
