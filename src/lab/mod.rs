@@ -8,6 +8,7 @@ pub mod servers;
 
 pub use servers::{Lab, Server};
 pub mod seed;
+pub mod ocp_content;
 
 use std::path::{Path, PathBuf};
 
