@@ -7,8 +7,8 @@
 pub mod servers;
 
 pub use servers::{Lab, Server};
-pub mod seed;
 pub mod ocp_content;
+pub mod seed;
 
 use std::path::{Path, PathBuf};
 

@@ -27,8 +27,8 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::seed::{
-    name_seed, random_bytes, tar_layer, Blob, Compression, Format, ImageSpec, Pusher,
-    SeededImage, Target, COMPONENT_REPOSITORY,
+    name_seed, random_bytes, tar_layer, Blob, Compression, Format, ImageSpec, Pusher, SeededImage,
+    Target, COMPONENT_REPOSITORY,
 };
 use super::Lab;
 
@@ -72,12 +72,19 @@ fn by_digest(image: &SeededImage, host: &str) -> String {
     format!("{host}/{}@{}", image.repository, image.digest)
 }
 
+/// A bundle's entry in one channel: (channel, replaces, skips, skipRange).
+type ChannelEntry = (
+    &'static str,
+    Option<&'static str>,
+    Vec<&'static str>,
+    Option<&'static str>,
+);
+
 /// One bundle of a package in the lab catalog.
 struct BundleDef {
     package: &'static str,
     version: &'static str,
-    /// Channel → (replaces, skips, skipRange).
-    channels: Vec<(&'static str, Option<&'static str>, Vec<&'static str>, Option<&'static str>)>,
+    channels: Vec<ChannelEntry>,
 }
 
 fn bundle_name(package: &str, version: &str) -> String {
@@ -95,20 +102,103 @@ fn bundle_defs() -> Vec<BundleDef> {
     let nobs = "node-observability-operator";
     vec![
         b(aws, "0.1.0", vec![("stable-v0", None, vec![], None)]),
-        b(aws, "0.2.0", vec![("stable-v0", Some("aws-load-balancer-operator.v0.1.0"), vec![], None)]),
-        b(aws, "1.0.0", vec![("stable-v1", None, vec![], Some("<1.0.0"))]),
-        b(aws, "1.1.0", vec![("stable-v1", Some("aws-load-balancer-operator.v1.0.0"), vec![], Some(">=1.0.0 <1.1.0"))]),
-        b(aws, "1.1.1", vec![("stable-v1", Some("aws-load-balancer-operator.v1.1.0"), vec![], None)]),
-        b(aws, "1.2.0", vec![("stable-v1", Some("aws-load-balancer-operator.v1.1.0"), vec!["aws-load-balancer-operator.v1.1.1"], Some(">=1.0.0 <1.2.0"))]),
+        b(
+            aws,
+            "0.2.0",
+            vec![(
+                "stable-v0",
+                Some("aws-load-balancer-operator.v0.1.0"),
+                vec![],
+                None,
+            )],
+        ),
+        b(
+            aws,
+            "1.0.0",
+            vec![("stable-v1", None, vec![], Some("<1.0.0"))],
+        ),
+        b(
+            aws,
+            "1.1.0",
+            vec![(
+                "stable-v1",
+                Some("aws-load-balancer-operator.v1.0.0"),
+                vec![],
+                Some(">=1.0.0 <1.1.0"),
+            )],
+        ),
+        b(
+            aws,
+            "1.1.1",
+            vec![(
+                "stable-v1",
+                Some("aws-load-balancer-operator.v1.1.0"),
+                vec![],
+                None,
+            )],
+        ),
+        b(
+            aws,
+            "1.2.0",
+            vec![(
+                "stable-v1",
+                Some("aws-load-balancer-operator.v1.1.0"),
+                vec!["aws-load-balancer-operator.v1.1.1"],
+                Some(">=1.0.0 <1.2.0"),
+            )],
+        ),
         b(jaeger, "1.47.0-1", vec![("stable", None, vec![], None)]),
-        b(jaeger, "1.47.1-5", vec![("stable", Some("jaeger-product.v1.47.0-1"), vec![], None)]),
-        b(jaeger, "1.51.0-1", vec![("stable", Some("jaeger-product.v1.47.1-5"), vec![], Some(">=1.47.0-1 <1.51.0-1"))]),
+        b(
+            jaeger,
+            "1.47.1-5",
+            vec![("stable", Some("jaeger-product.v1.47.0-1"), vec![], None)],
+        ),
+        b(
+            jaeger,
+            "1.51.0-1",
+            vec![(
+                "stable",
+                Some("jaeger-product.v1.47.1-5"),
+                vec![],
+                Some(">=1.47.0-1 <1.51.0-1"),
+            )],
+        ),
         b(nobs, "0.1.0", vec![("alpha", None, vec![], None)]),
-        b(nobs, "0.2.0", vec![("alpha", Some("node-observability-operator.v0.1.0"), vec![], None)]),
-        b(nobs, "0.3.0", vec![("alpha", Some("node-observability-operator.v0.2.0"), vec![], None)]),
-        b("deprecated-operator", "1.0.0", vec![("stable", None, vec![], None)]),
-        b("certified-thing", "2.0.0", vec![("stable", None, vec![], None)]),
-        b("certified-thing", "2.1.0", vec![("stable", Some("certified-thing.v2.0.0"), vec![], None)]),
+        b(
+            nobs,
+            "0.2.0",
+            vec![(
+                "alpha",
+                Some("node-observability-operator.v0.1.0"),
+                vec![],
+                None,
+            )],
+        ),
+        b(
+            nobs,
+            "0.3.0",
+            vec![(
+                "alpha",
+                Some("node-observability-operator.v0.2.0"),
+                vec![],
+                None,
+            )],
+        ),
+        b(
+            "deprecated-operator",
+            "1.0.0",
+            vec![("stable", None, vec![], None)],
+        ),
+        b(
+            "certified-thing",
+            "2.0.0",
+            vec![("stable", None, vec![], None)],
+        ),
+        b(
+            "certified-thing",
+            "2.1.0",
+            vec![("stable", Some("certified-thing.v2.0.0"), vec![], None)],
+        ),
     ]
 }
 
@@ -132,7 +222,8 @@ fn package_docs(
         .find(|(p, _)| *p == package)
         .map(|(_, c)| *c)
         .unwrap_or("stable");
-    let mut docs = vec![json!({"schema": "olm.package", "name": package, "defaultChannel": default})];
+    let mut docs =
+        vec![json!({"schema": "olm.package", "name": package, "defaultChannel": default})];
     let mut channels: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
     for d in defs.iter().filter(|d| d.package == package) {
         for (ch, replaces, skips, range) in &d.channels {
@@ -150,7 +241,9 @@ fn package_docs(
         }
     }
     for (ch, entries) in channels {
-        docs.push(json!({"schema": "olm.channel", "name": ch, "package": package, "entries": entries}));
+        docs.push(
+            json!({"schema": "olm.channel", "name": ch, "package": package, "entries": entries}),
+        );
     }
     for d in defs.iter().filter(|d| d.package == package) {
         let name = bundle_name(package, d.version);
@@ -225,17 +318,27 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
         } else {
             vec![
                 base.clone(),
-                small(&format!("ocp:{name}"), &format!("usr/bin/{}", name.replace('@', "-")), 8 << 10),
+                small(
+                    &format!("ocp:{name}"),
+                    &format!("usr/bin/{}", name.replace('@', "-")),
+                    8 << 10,
+                ),
             ]
         };
-        let format = if i % 2 == 0 { Format::Docker } else { Format::Oci };
+        let format = if i % 2 == 0 {
+            Format::Docker
+        } else {
+            Format::Oci
+        };
         let spec = ImageSpec::linux(
             format,
             "amd64",
             labels(&[("io.openshift.build.component", name)]),
             layers,
         );
-        let img = quay_pusher.push_image(COMPONENT_REPOSITORY, None, &spec).await?;
+        let img = quay_pusher
+            .push_image(COMPONENT_REPOSITORY, None, &spec)
+            .await?;
         if *name == "cluster-version-operator" {
             cvo_digest = img.digest.clone();
         }
@@ -252,7 +355,12 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
             .map(|c| (c.to_string(), component_refs[*c].clone()))
             .chain(std::iter::once((
                 "console".to_string(),
-                component_refs[if *version == "4.20.3" { "console@4.20.3" } else { "console" }].clone(),
+                component_refs[if *version == "4.20.3" {
+                    "console@4.20.3"
+                } else {
+                    "console"
+                }]
+                .clone(),
             )))
             .collect();
         let stream = json!({
@@ -339,7 +447,11 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
                      "type": "cosign container image signature"},
         "optional": null
     }))?;
-    let sig_layer = Blob::from_bytes("application/vnd.dev.cosign.simplesigning.v1+json", payload, None);
+    let sig_layer = Blob::from_bytes(
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        payload,
+        None,
+    );
     let sig_layer = Blob {
         diff_id: Some(sig_layer.digest.clone()),
         ..sig_layer
@@ -364,7 +476,10 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
                 Format::Oci,
                 "amd64",
                 labels(&[("name", "ose-kube-rbac-proxy")]),
-                vec![base.clone(), small("op:rbac", "usr/bin/kube-rbac-proxy", 4 << 10)],
+                vec![
+                    base.clone(),
+                    small("op:rbac", "usr/bin/kube-rbac-proxy", 4 << 10),
+                ],
             ),
         )
         .await?;
@@ -382,8 +497,15 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
                 &ImageSpec::linux(
                     Format::Oci,
                     "amd64",
-                    labels(&[("operators.operatorframework.io.bundle.package.v1", d.package)]),
-                    vec![small(&format!("bundle:{name}"), "manifests/csv.yaml", 2 << 10)],
+                    labels(&[(
+                        "operators.operatorframework.io.bundle.package.v1",
+                        d.package,
+                    )]),
+                    vec![small(
+                        &format!("bundle:{name}"),
+                        "manifests/csv.yaml",
+                        2 << 10,
+                    )],
                 ),
             )
             .await?;
@@ -395,12 +517,18 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
                     Format::Docker,
                     "amd64",
                     labels(&[("name", d.package)]),
-                    vec![base.clone(), small(&format!("operator:{name}"), "usr/bin/manager", 4 << 10)],
+                    vec![
+                        base.clone(),
+                        small(&format!("operator:{name}"), "usr/bin/manager", 4 << 10),
+                    ],
                 ),
             )
             .await?;
         let (b, o) = (by_digest(&bundle, r), by_digest(&operator, r));
-        let mut rel = vec![(String::new(), b.clone()), ("manager".to_string(), o.clone())];
+        let mut rel = vec![
+            (String::new(), b.clone()),
+            ("manager".to_string(), o.clone()),
+        ];
         if d.package == "aws-load-balancer-operator" {
             rel.push(("kube-rbac-proxy".into(), rbac_ref.clone()));
             // Real catalogs repeat images: the same operator image under a second name.
@@ -424,19 +552,31 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
         &[
             ("usr/", Vec::new()),
             ("usr/bin/", Vec::new()),
-            ("usr/bin/opm", random_bytes(name_seed("catalog:opm"), 32 << 10)),
+            (
+                "usr/bin/opm",
+                random_bytes(name_seed("catalog:opm"), 32 << 10),
+            ),
             ("var/", Vec::new()),
             ("var/lib/", Vec::new()),
             ("var/lib/iib/", Vec::new()),
-            ("var/lib/iib/index.db", random_bytes(name_seed("catalog:iib"), 8 << 10)),
+            (
+                "var/lib/iib/index.db",
+                random_bytes(name_seed("catalog:iib"), 8 << 10),
+            ),
         ],
         Compression::Gzip,
     );
     let configs = tar_layer(
         &[
             ("configs/", Vec::new()),
-            ("configs/.indexignore", b"# not catalog content\n*.md\n".to_vec()),
-            ("configs/README.md", b"This is not FBC and would not parse.\n{\n".to_vec()),
+            (
+                "configs/.indexignore",
+                b"# not catalog content\n*.md\n".to_vec(),
+            ),
+            (
+                "configs/README.md",
+                b"This is not FBC and would not parse.\n{\n".to_vec(),
+            ),
             ("configs/aws-load-balancer-operator/", Vec::new()),
             (
                 "configs/aws-load-balancer-operator/catalog.json",
@@ -448,7 +588,10 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
                 json_stream(&docs("deprecated-operator")),
             ),
             ("configs/jaeger-product/", Vec::new()),
-            ("configs/jaeger-product/catalog.yaml", yaml_stream(&docs("jaeger-product"))),
+            (
+                "configs/jaeger-product/catalog.yaml",
+                yaml_stream(&docs("jaeger-product")),
+            ),
             ("configs/node-observability-operator/", Vec::new()),
             (
                 "configs/node-observability-operator/catalog.json",
@@ -465,7 +608,10 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
         Compression::Gzip,
     );
     let index_labels = labels(&[
-        ("operators.operatorframework.io.index.configs.v1", "/configs"),
+        (
+            "operators.operatorframework.io.index.configs.v1",
+            "/configs",
+        ),
         ("io.openshift.build.component", "redhat-operator-index"),
     ]);
     let children: Vec<ImageSpec> = ["amd64", "arm64"]
@@ -534,7 +680,12 @@ impl Lab {
 impl OcpContent {
     /// An update graph over the seeded releases (payloads by digest), as the update service
     /// serves it; `edges` are pairs of versions.
-    pub fn graph_json(&self, quay_host: &str, edges: &[(&str, &str)], conditional: &[(&str, &str)]) -> String {
+    pub fn graph_json(
+        &self,
+        quay_host: &str,
+        edges: &[(&str, &str)],
+        conditional: &[(&str, &str)],
+    ) -> String {
         let versions: Vec<&String> = self.releases.keys().collect();
         let nodes: Vec<serde_json::Value> = versions
             .iter()
@@ -546,7 +697,12 @@ impl OcpContent {
                 })
             })
             .collect();
-        let idx = |v: &str| versions.iter().position(|x| x.as_str() == v).expect("seeded version");
+        let idx = |v: &str| {
+            versions
+                .iter()
+                .position(|x| x.as_str() == v)
+                .expect("seeded version")
+        };
         let edges: Vec<[usize; 2]> = edges.iter().map(|(a, b)| [idx(a), idx(b)]).collect();
         let cond: Vec<serde_json::Value> = conditional
             .iter()

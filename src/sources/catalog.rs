@@ -34,18 +34,27 @@ struct Whiteout {
 }
 
 /// Fetch, rebuild, load and select for `op`.
-pub async fn select(job: &Job, registries: &Registries, op: &OperatorSpec) -> Result<Selection> {
+/// `what` names the entry in errors (`job.yaml: operators[0]`).
+pub async fn select(
+    job: &Job,
+    registries: &Registries,
+    op: &OperatorSpec,
+    what: &str,
+) -> Result<Selection> {
     let source: Reference = op
         .catalog
         .parse()
-        .map_err(|e| anyhow::anyhow!("catalog: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{what}.catalog: {e}"))?;
     let image = layers::resolve(job, registries, &source)
         .await
         .with_context(|| format!("catalog `{source}`"))?;
     let Some(label) = image.labels.get(CONFIGS_LABEL) else {
         bail!("catalog `{source}`: its config has no `{CONFIGS_LABEL}` label (not a file-based catalog)");
     };
-    let configs = label.trim_start_matches('/').trim_end_matches('/').to_string();
+    let configs = label
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string();
     if configs.is_empty() || configs.split('/').any(|c| c == ".." || c.is_empty()) {
         bail!("catalog `{source}`: label {CONFIGS_LABEL}=`{label}` is not a directory");
     }
@@ -72,8 +81,8 @@ pub async fn select(job: &Job, registries: &Registries, op: &OperatorSpec) -> Re
         if !root.is_dir() {
             bail!("catalog `{source}`: no /{configs} directory in its layers");
         }
-        let only: Option<HashSet<String>> = (!op.packages.is_empty())
-            .then(|| op.packages.iter().map(|p| p.name.clone()).collect());
+        let only: Option<HashSet<String>> =
+            (!op.packages.is_empty()).then(|| op.packages.iter().map(|p| p.name.clone()).collect());
         let shown = format!("catalog `{source}` /{configs}");
         let root2 = root.clone();
         let cat = tokio::task::spawn_blocking(move || Catalog::load(&root2, only.as_ref(), &shown))
@@ -84,22 +93,23 @@ pub async fn select(job: &Job, registries: &Registries, op: &OperatorSpec) -> Re
     .await;
     let _ = std::fs::remove_dir_all(&work);
     let cat = result?;
-    let kept = fbc::select(&cat, op, &format!("catalog `{source}`"))?;
+    let kept = fbc::select(&cat, op, what)?;
     let mut out = Selection::default();
     let cat_ref = source.with_digest(image.top.clone());
-    out.references
-        .push((cat_ref, format!("catalog {source}")));
+    out.references.push((cat_ref, format!("catalog {source}")));
     for (pkg, bundle) in &kept {
         let b = cat.packages[pkg].bundles.get(bundle).ok_or_else(|| {
-            anyhow::anyhow!("catalog `{source}`: package `{pkg}`: channel entry `{bundle}` has no olm.bundle")
+            anyhow::anyhow!(
+                "catalog `{source}`: package `{pkg}`: channel entry `{bundle}` has no olm.bundle"
+            )
         })?;
         let origin = format!("catalog {source} package {pkg} bundle {bundle}");
         let parse = |s: &str, field: &str| -> Result<Reference> {
-            s.parse().map_err(|e| {
-                anyhow::anyhow!("catalog `{source}`: bundle `{bundle}`: {field}: {e}")
-            })
+            s.parse()
+                .map_err(|e| anyhow::anyhow!("catalog `{source}`: bundle `{bundle}`: {field}: {e}"))
         };
-        out.references.push((parse(&b.image, "image")?, origin.clone()));
+        out.references
+            .push((parse(&b.image, "image")?, origin.clone()));
         for (name, image) in &b.related {
             let r = parse(image, "relatedImages")?;
             let o = if name.is_empty() {
@@ -138,8 +148,7 @@ fn work_dir(source: &Reference) -> Result<PathBuf> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -272,7 +281,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wh-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let merged = dir.join("root");
-        for p in ["configs/a/catalog.json", "configs/b/catalog.json", "configs/c/x.json"] {
+        for p in [
+            "configs/a/catalog.json",
+            "configs/b/catalog.json",
+            "configs/c/x.json",
+        ] {
             std::fs::create_dir_all(merged.join(p).parent().unwrap()).unwrap();
             std::fs::write(merged.join(p), "{}").unwrap();
         }

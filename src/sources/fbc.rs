@@ -106,11 +106,18 @@ impl Catalog {
         Ok(cat)
     }
 
-    fn load_file(&mut self, path: &Path, shown: &str, only: Option<&HashSet<String>>) -> Result<()> {
+    fn load_file(
+        &mut self,
+        path: &Path,
+        shown: &str,
+        only: Option<&HashSet<String>>,
+    ) -> Result<()> {
         let file = std::fs::File::open(path).with_context(|| format!("cannot read {shown}"))?;
         let mut r = BufReader::with_capacity(256 << 10, file);
         let first = loop {
-            let buf = r.fill_buf().with_context(|| format!("cannot read {shown}"))?;
+            let buf = r
+                .fill_buf()
+                .with_context(|| format!("cannot read {shown}"))?;
             if buf.is_empty() {
                 return Ok(());
             }
@@ -149,8 +156,17 @@ impl Catalog {
         Ok(())
     }
 
-    fn add(&mut self, doc: serde_json::Value, what: &str, only: Option<&HashSet<String>>) -> Result<()> {
-        let Some(schema) = doc.get("schema").and_then(|s| s.as_str()).map(str::to_string) else {
+    fn add(
+        &mut self,
+        doc: serde_json::Value,
+        what: &str,
+        only: Option<&HashSet<String>>,
+    ) -> Result<()> {
+        let Some(schema) = doc
+            .get("schema")
+            .and_then(|s| s.as_str())
+            .map(str::to_string)
+        else {
             bail!("{what}: schema: missing (every catalog document names its schema)");
         };
         let owner = match schema.as_str() {
@@ -339,8 +355,17 @@ pub fn select(cat: &Catalog, op: &OperatorSpec, what: &str) -> Result<BTreeSet<K
     Ok(kept)
 }
 
-fn select_package(pkg: &Package, spec: &PackageSpec, full: bool, what: &str) -> Result<Vec<String>> {
-    let pkg_range = Range::parse(spec.min_version.as_deref(), spec.max_version.as_deref(), what)?;
+fn select_package(
+    pkg: &Package,
+    spec: &PackageSpec,
+    full: bool,
+    what: &str,
+) -> Result<Vec<String>> {
+    let pkg_range = Range::parse(
+        spec.min_version.as_deref(),
+        spec.max_version.as_deref(),
+        what,
+    )?;
     let mut chosen: Vec<(String, Range, String)> = Vec::new();
     if spec.channels.is_empty() {
         for ch in pkg.channels.keys() {
@@ -492,7 +517,10 @@ mod tests {
         // The head of every channel: alpha and stable-v0.1 both end at v0.0.1.
         assert_eq!(cat.packages["aws-load-balancer-operator"].channels.len(), 2);
         let want: BTreeSet<Kept> = [
-            ("aws-load-balancer-operator", "aws-load-balancer-operator.v0.0.1"),
+            (
+                "aws-load-balancer-operator",
+                "aws-load-balancer-operator.v0.0.1",
+            ),
             ("example-operator", "example-operator.v1.2.0"),
         ]
         .iter()
@@ -518,7 +546,10 @@ mod tests {
             .into_iter()
             .map(|(_, b)| b)
             .collect();
-        assert_eq!(names, ["example-operator.v1.1.0", "example-operator.v1.2.0"]);
+        assert_eq!(
+            names,
+            ["example-operator.v1.1.0", "example-operator.v1.2.0"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -532,13 +563,21 @@ mod tests {
             r#"{"schema":"olm.package","name":"p"} {"schema":"olm.bundle","name":"p.v1","package":"p","properties":[]}"#,
         )
         .unwrap();
-        let err = Catalog::load(&dir, None, "img:/configs").unwrap_err().to_string();
+        let err = Catalog::load(&dir, None, "img:/configs")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "img:/configs/p/catalog.json: document 2 (olm.bundle): missing field `image`"
         );
-        std::fs::write(dir.join("p/catalog.json"), "schema: olm.channel\nname: s\npackage: p\nentries: [{replaces: x}]\n").unwrap();
-        let err = Catalog::load(&dir, None, "img:/configs").unwrap_err().to_string();
+        std::fs::write(
+            dir.join("p/catalog.json"),
+            "schema: olm.channel\nname: s\npackage: p\nentries: [{replaces: x}]\n",
+        )
+        .unwrap();
+        let err = Catalog::load(&dir, None, "img:/configs")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "img:/configs/p/catalog.json: document 1 (olm.channel): entries[0]: missing field `name`"

@@ -70,7 +70,10 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Graph> {
     })?;
     for (i, n) in g.nodes.iter().enumerate() {
         if Version::parse(&n.version).is_none() {
-            bail!("{what}: nodes[{i}].version: `{}` is not a version", n.version);
+            bail!(
+                "{what}: nodes[{i}].version: `{}` is not a version",
+                n.version
+            );
         }
         n.payload
             .parse::<Reference>()
@@ -154,7 +157,10 @@ pub fn select(g: &Graph, spec: &ChannelSpec, what: &str) -> Result<Selection> {
         vec![highest]
     };
     if nodes.is_empty() {
-        bail!("{what}: no release of channel `{}` is in the range", spec.name);
+        bail!(
+            "{what}: no release of channel `{}` is in the range",
+            spec.name
+        );
     }
     let mut risks = Vec::new();
     let chosen: std::collections::HashSet<&str> =
@@ -239,7 +245,9 @@ pub async fn load(job: &Job, channel: &str, arch: &str) -> Result<(Graph, String
         return Ok((read_file(&path)?, path.display().to_string()));
     }
     if let Some(dir) = &cfg.dir {
-        let path = job.relative(dir).join(format!("graph-{channel}-{arch}.json"));
+        let path = job
+            .relative(dir)
+            .join(format!("graph-{channel}-{arch}.json"));
         return Ok((read_file(&path)?, path.display().to_string()));
     }
     let base = cfg.url.as_deref().unwrap_or(DEFAULT_GRAPH_URL);
@@ -351,15 +359,24 @@ mod tests {
             versions(&g, &spec(Some("4.20.2"), None, false, false)),
             ["4.20.2", "4.20.3"]
         );
-        assert_eq!(versions(&g, &spec(None, Some("4.20.2"), false, false)), ["4.20.2"]);
+        assert_eq!(
+            versions(&g, &spec(None, Some("4.20.2"), false, false)),
+            ["4.20.2"]
+        );
         // The 4.20.1 -> 4.20.3 edge is conditional: the shortest path ignores it.
         assert_eq!(
             versions(&g, &spec(Some("4.20.1"), Some("4.20.3"), false, true)),
             ["4.20.1", "4.20.2", "4.20.3"]
         );
-        let risks = select(&g, &spec(None, None, true, false), "t").unwrap().risks;
+        let risks = select(&g, &spec(None, None, true, false), "t")
+            .unwrap()
+            .risks;
         assert_eq!(risks.len(), 1);
-        assert!(risks[0].contains("4.20.1 -> 4.20.3 carries risk ExampleRisk"), "{}", risks[0]);
+        assert!(
+            risks[0].contains("4.20.1 -> 4.20.3 carries risk ExampleRisk"),
+            "{}",
+            risks[0]
+        );
     }
 
     /// 4.20.0 → 4.20.1 → … → 4.20.6 one by one, plus 4.20.0 → 4.20.3 and 4.20.3 → 4.20.6: the
@@ -397,15 +414,24 @@ mod tests {
             versions(&g, &spec(Some("4.20.2"), Some("4.20.4"), false, false)),
             ["4.20.2", "4.20.3", "4.20.4"]
         );
-        assert_eq!(versions(&g, &spec(None, Some("4.20.4"), true, false)).len(), 5);
+        assert_eq!(
+            versions(&g, &spec(None, Some("4.20.4"), true, false)).len(),
+            5
+        );
         let err = select(&g, &spec(Some("4.20.9"), None, false, true), "ch")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("ch.minVersion: 4.20.9 is not in channel"), "{err}");
+        assert!(
+            err.contains("ch.minVersion: 4.20.9 is not in channel"),
+            "{err}"
+        );
         let err = select(&g, &spec(Some("4.20.6"), Some("4.20.0"), false, true), "ch")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no upgrade path from 4.20.6 to 4.20.0"), "{err}");
+        assert!(
+            err.contains("no upgrade path from 4.20.6 to 4.20.0"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -413,14 +439,20 @@ mod tests {
         let err = parse(br#"{"nodes":[{"version":"4.20.1"}],"edges":[]}"#, "g.json")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("g.json: nodes[0]: missing field `payload`"), "{err}");
+        assert!(
+            err.starts_with("g.json: nodes[0]: missing field `payload`"),
+            "{err}"
+        );
         let err = parse(
             br#"{"nodes":[{"version":"4.20.1","payload":"quay.io/a/b:1"}],"edges":[[0,5]]}"#,
             "g.json",
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("g.json: edges[0]: [0, 5] points past"), "{err}");
+        assert!(
+            err.starts_with("g.json: edges[0]: [0, 5] points past"),
+            "{err}"
+        );
         let err = parse(
             br#"{"nodes":[{"version":"four","payload":"quay.io/a/b:1"}],"edges":[]}"#,
             "g.json",

@@ -204,21 +204,31 @@ mod tests {
         let text = std::fs::read_to_string(FIXTURE).unwrap();
         assert!(is_isc(&text));
         let mut job = Job::parse("{}", Path::new("job.yaml")).unwrap();
-        merge(&mut job, parse(&text, Path::new("isc.yaml")).unwrap(), Path::new("isc.yaml")).unwrap();
+        merge(
+            &mut job,
+            parse(&text, Path::new("isc.yaml")).unwrap(),
+            Path::new("isc.yaml"),
+        )
+        .unwrap();
         assert_eq!(job.channels.len(), 2);
         assert_eq!(job.channels[0].min_version.as_deref(), Some("4.20.1"));
         assert!(job.channels[1].shortest_path);
         assert_eq!(job.operators.len(), 2);
         assert_eq!(job.operators[0].packages.len(), 3);
         assert_eq!(
-            job.operators[0].packages[1].channels[0].min_version.as_deref(),
+            job.operators[0].packages[1].channels[0]
+                .min_version
+                .as_deref(),
             Some("1.47.1-5")
         );
         assert!(job.operators[1].full);
         assert_eq!(job.images, ["registry.redhat.io/ubi9/ubi:latest"]);
         assert_eq!(job.blocked_images, ["registry.redhat.io/ubi9/ubi-minimal"]);
         // graph: true is reported, not dropped.
-        assert!(job.notes.iter().any(|n| n.contains("mirror.platform.graph")));
+        assert!(job
+            .notes
+            .iter()
+            .any(|n| n.contains("mirror.platform.graph")));
     }
 
     #[test]
@@ -226,15 +236,25 @@ mod tests {
         let bad = "kind: ImageSetConfiguration\napiVersion: mirror.openshift.io/v2alpha1\nmirror:\n  operators:\n  - catalog: x\n    packages:\n    - name: p\n      chanels: []\n";
         let err = parse(bad, Path::new("isc.yaml")).unwrap_err().to_string();
         assert!(
-            err.starts_with("isc.yaml: mirror.operators[0].packages[0].chanels: unknown field `chanels`"),
+            err.starts_with(
+                "isc.yaml: mirror.operators[0].packages[0].chanels: unknown field `chanels`"
+            ),
             "{err}"
         );
         let bad = "kind: ImageSetConfiguration\napiVersion: mirror.openshift.io/v1alpha2\n";
         let err = parse(bad, Path::new("isc.yaml")).unwrap_err().to_string();
-        assert!(err.starts_with("isc.yaml: apiVersion: `mirror.openshift.io/v1alpha2`"), "{err}");
+        assert!(
+            err.starts_with("isc.yaml: apiVersion: `mirror.openshift.io/v1alpha2`"),
+            "{err}"
+        );
         let helm = "kind: ImageSetConfiguration\napiVersion: mirror.openshift.io/v2alpha1\nmirror:\n  helm:\n    repositories:\n    - name: podinfo\n      url: https://example.com\n";
         let mut job = Job::parse("{}", Path::new("job.yaml")).unwrap();
-        merge(&mut job, parse(helm, Path::new("i.yaml")).unwrap(), Path::new("i.yaml")).unwrap();
+        merge(
+            &mut job,
+            parse(helm, Path::new("i.yaml")).unwrap(),
+            Path::new("i.yaml"),
+        )
+        .unwrap();
         assert!(
             job.notes[0].contains("helm charts are not supported by prewarm; 1 repositories"),
             "{:?}",

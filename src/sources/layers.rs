@@ -36,7 +36,11 @@ pub struct ResolvedImage {
 }
 
 /// Resolve `source` against its registry; for an index pick the first wanted platform.
-pub async fn resolve(job: &Job, registries: &Registries, source: &Reference) -> Result<ResolvedImage> {
+pub async fn resolve(
+    job: &Job,
+    registries: &Registries,
+    source: &Reference,
+) -> Result<ResolvedImage> {
     let client = registries.client(source.registry())?;
     let repository = source.repository().to_string();
     let top = client
@@ -81,8 +85,12 @@ pub async fn resolve(job: &Job, registries: &Registries, source: &Reference) -> 
         #[serde(rename = "Labels", default)]
         labels: Option<std::collections::BTreeMap<String, String>>,
     }
-    let parsed: Config = serde_json::from_slice(&sink.0)
-        .with_context(|| format!("`{source}`: config {} is not an image config", config.digest))?;
+    let parsed: Config = serde_json::from_slice(&sink.0).with_context(|| {
+        format!(
+            "`{source}`: config {} is not an image config",
+            config.digest
+        )
+    })?;
     Ok(ResolvedImage {
         client,
         repository,
@@ -174,7 +182,9 @@ pub fn decompress<R: Read + Send + 'static>(r: R) -> std::io::Result<Box<dyn Rea
 pub fn entry_path(entry: &tar::Entry<'_, impl Read>) -> std::io::Result<String> {
     let p = entry.path()?;
     let s = p.to_string_lossy();
-    Ok(s.trim_start_matches("./").trim_start_matches('/').to_string())
+    Ok(s.trim_start_matches("./")
+        .trim_start_matches('/')
+        .to_string())
 }
 
 /// Stream layer `layer` of `repository` through `visit` (run on a blocking thread with the

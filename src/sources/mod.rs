@@ -175,7 +175,7 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
     }
     for (i, op) in job.operators.iter().enumerate() {
         let origin = format!("{file}: operators[{i}]");
-        match catalog::select(job, registries, op).await {
+        match catalog::select(job, registries, op, &origin).await {
             Ok(selected) => {
                 out.notes.extend(selected.notes);
                 for (reference, o) in selected.references {

@@ -41,7 +41,10 @@ impl Payload {
             format!("release {} ({origin})", self.version),
         )];
         for (name, r) in &self.components {
-            out.push((r.clone(), format!("release {} component {name}", self.version)));
+            out.push((
+                r.clone(),
+                format!("release {} component {name}", self.version),
+            ));
         }
         out
     }
@@ -207,12 +210,18 @@ pub async fn read(job: &Job, registries: &Registries, source: &Reference) -> Res
     let Some((bytes, layer)) = references else {
         bail!("release `{source}`: no {IMAGE_REFERENCES} in any layer");
     };
-    let what = format!("release `{source}` {IMAGE_REFERENCES} (layer {})", layer.short());
+    let what = format!(
+        "release `{source}` {IMAGE_REFERENCES} (layer {})",
+        layer.short()
+    );
     let components = parse_image_references(&bytes, &what)?;
     let metadata = match metadata {
         Some((bytes, layer)) => Some(parse_release_metadata(
             &bytes,
-            &format!("release `{source}` {RELEASE_METADATA} (layer {})", layer.short()),
+            &format!(
+                "release `{source}` {RELEASE_METADATA} (layer {})",
+                layer.short()
+            ),
         )?),
         None => None,
     };
@@ -256,7 +265,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("f: spec.tags[0].from: missing field `name`"), "{err}");
+        assert!(
+            err.starts_with("f: spec.tags[0].from: missing field `name`"),
+            "{err}"
+        );
         let err = parse_image_references(
             br#"{"kind":"ImageStreamX","apiVersion":"image.openshift.io/v1","metadata":{"name":"x"},"spec":{"tags":[]}}"#,
             "f",

@@ -83,7 +83,12 @@ pub async fn fetch_all(
                 } else if !resp.status().is_success() {
                     bail!("signature {url}: HTTP {}", resp.status());
                 } else {
-                    Some(resp.bytes().await.with_context(|| format!("signature {url}"))?.to_vec())
+                    Some(
+                        resp.bytes()
+                            .await
+                            .with_context(|| format!("signature {url}"))?
+                            .to_vec(),
+                    )
                 }
             } else {
                 let path = job.relative(Path::new(&source)).join(&name);
@@ -99,7 +104,9 @@ pub async fn fetch_all(
             }
         }
         if sigs.is_empty() {
-            notes.push(format!("signatures: none found for {r} ({digest}) at {source}"));
+            notes.push(format!(
+                "signatures: none found for {r} ({digest}) at {source}"
+            ));
             continue;
         }
         for (i, s) in sigs.iter().enumerate() {
