@@ -170,12 +170,49 @@ fn releases_plan_every_component_then_warm_serves_them_offline() {
     assert_eq!(cm["metadata"]["namespace"], "openshift-config-managed");
     assert_eq!(cm["binaryData"].as_object().unwrap().len(), 2);
 
+    // A -multi payload: the list and each wanted platform, and the same components.
+    let multi = self::job(
+        &env,
+        "multi.yaml",
+        "[linux/amd64, linux/arm64]",
+        "releases:\n- quay.io/openshift-release-dev/ocp-release:4.20.3-multi\n",
+    );
+    let (multi_set, multi_plan) = self::plan(&env, &multi, &[]);
+    let mut want = release_set(&c, &["4.20.3"]);
+    want.remove(&(
+        format!("quay.io/{RELEASE_REPOSITORY}"),
+        c.releases["4.20.3"].digest.clone(),
+    ));
+    want.remove(&(
+        format!("quay.io/{RELEASE_REPOSITORY}"),
+        c.cosign.digest.clone(),
+    ));
+    want.insert((
+        format!("quay.io/{RELEASE_REPOSITORY}"),
+        c.multi.digest.clone(),
+    ));
+    assert_eq!(multi_set, want);
+    let top = multi_plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["digest"] == c.multi.digest.as_str())
+        .unwrap();
+    assert_eq!(
+        top["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    assert_eq!(top["manifests"].as_array().unwrap().len(), 3);
+
     let report = env.path("warm.json");
     let out = env.prewarm(&["warm", &job, "--no-state", "--report", &report]);
     assert!(out.status.success());
     let r = read_report(Path::new(&report));
     assert_eq!(r["summary"]["failed"], 0, "{r:#}");
     every_image_pulls_from_the_cache(&mut env, &got);
+    // And the release content itself is read through the cache once the upstreams are gone.
+    let out = env.prewarm(&["verify", &job, "--resolve", "cache", "--no-state"]);
+    assert!(out.status.success());
 }
 
 #[test]
@@ -219,6 +256,8 @@ fn catalog_heads_then_warm_serves_them_offline() {
     let out = env.prewarm(&["warm", &job, "--no-state"]);
     assert!(out.status.success());
     every_image_pulls_from_the_cache(&mut env, &got);
+    let out = env.prewarm(&["verify", &job, "--resolve", "cache", "--no-state"]);
+    assert!(out.status.success());
 }
 
 #[test]

@@ -44,6 +44,8 @@ pub struct OcpContent {
     pub releases: BTreeMap<String, SeededImage>,
     /// Version → its components as `(tag name, quay.io/…@sha256:…)`.
     pub components: BTreeMap<String, Vec<(String, String)>>,
+    /// `ocp-release:4.20.3-multi`: an OCI index (amd64, arm64) with 4.20.3's components.
+    pub multi: SeededImage,
     /// The cosign signature image of the newest release (`…:sha256-<hex>.sig`).
     pub cosign: SeededImage,
     pub catalog: SeededImage,
@@ -348,6 +350,7 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
 
     let mut releases = BTreeMap::new();
     let mut components = BTreeMap::new();
+    let mut multi_release = None;
     for (n, version) in RELEASES.iter().enumerate() {
         let tags: Vec<(String, String)> = names
             .iter()
@@ -434,6 +437,58 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
         let img = quay_pusher
             .push_image(RELEASE_REPOSITORY, Some(&tag), &spec)
             .await?;
+        if *version == "4.20.3" {
+            // The -multi payload: a manifest list whose every child carries the same
+            // release-manifests (metadata marked multi) on its own architecture's CVO.
+            let mut multi_meta = metadata.clone();
+            multi_meta["metadata"]["release.openshift.io/architecture"] = json!("multi");
+            let multi_layer = tar_layer(
+                &[
+                    ("release-manifests/", Vec::new()),
+                    (
+                        "release-manifests/image-references",
+                        serde_json::to_vec_pretty(&stream)?,
+                    ),
+                    (
+                        "release-manifests/release-metadata",
+                        serde_json::to_vec_pretty(&multi_meta)?,
+                    ),
+                ],
+                Compression::Gzip,
+            );
+            let children: Vec<ImageSpec> = ["amd64", "arm64"]
+                .iter()
+                .map(|arch| {
+                    ImageSpec::linux(
+                        Format::Oci,
+                        arch,
+                        labels(&[
+                            ("io.openshift.release", version),
+                            ("io.openshift.release.base-image-digest", &cvo_digest),
+                        ]),
+                        vec![
+                            base.clone(),
+                            small(
+                                &format!("ocp:cvo:{arch}"),
+                                "usr/bin/cluster-version-operator",
+                                16 << 10,
+                            ),
+                            multi_layer.clone(),
+                        ],
+                    )
+                })
+                .collect();
+            let multi = quay_pusher
+                .push_index(
+                    RELEASE_REPOSITORY,
+                    Some("4.20.3-multi"),
+                    Format::Oci,
+                    &children,
+                )
+                .await?;
+            images.push(multi.clone());
+            multi_release = Some(multi);
+        }
         components.insert(version.to_string(), tags);
         releases.insert(version.to_string(), img.clone());
         images.push(img);
@@ -660,6 +715,7 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
         .await?;
     images.push(certified.clone());
     Ok(OcpContent {
+        multi: multi_release.expect("4.20.3 is seeded"),
         releases,
         components,
         cosign,

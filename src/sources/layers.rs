@@ -12,7 +12,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use anyhow::{bail, Context, Result};
 
-use crate::job::Job;
+use crate::job::{Job, ResolveVia};
 use crate::reference::{Digest, Reference};
 use crate::registry::manifest::{is_index, Descriptor, Manifest};
 use crate::registry::{BlobSink, Registries, RegistryClient};
@@ -41,8 +41,13 @@ pub async fn resolve(
     registries: &Registries,
     source: &Reference,
 ) -> Result<ResolvedImage> {
-    let client = registries.client(source.registry())?;
-    let repository = source.repository().to_string();
+    // Read where the plan reads: the source, or the cache for sites that only reach it.
+    let via = match job.resolve {
+        ResolveVia::Source => source.clone(),
+        ResolveVia::Cache => job.cache()?.cache_reference(source),
+    };
+    let client = registries.client(via.registry())?;
+    let repository = via.repository().to_string();
     let top = client
         .get_manifest(&repository, &source.manifest_key())
         .await?;

@@ -190,7 +190,7 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
         }
     }
     if !release_digests.is_empty() {
-        let cosign = signatures::cosign_tags(registries, &release_digests).await;
+        let cosign = signatures::cosign_tags(job, registries, &release_digests).await;
         for (reference, o) in cosign {
             out.push(&mut seen, reference, o);
         }

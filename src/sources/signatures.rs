@@ -25,18 +25,24 @@ const MAX_SIGNATURES: usize = 16;
 
 /// For each release, the cosign signature tag `sha256-<hex>.sig` in its repository, if it exists.
 pub async fn cosign_tags(
+    job: &Job,
     registries: &Registries,
     releases: &[(Reference, Digest)],
 ) -> Vec<(Reference, String)> {
     let mut out = Vec::new();
     for (r, digest) in releases {
-        let Ok(client) = registries.client(r.registry()) else {
+        let tag = format!("{}-{}.sig", digest.algorithm(), digest.hex());
+        let sig = Reference::new(r.registry(), r.repository(), Some(&tag), None);
+        let via = match (job.resolve, job.cache.as_ref()) {
+            (crate::job::ResolveVia::Cache, Some(cache)) => cache.cache_reference(&sig),
+            _ => sig.clone(),
+        };
+        let Ok(client) = registries.client(via.registry()) else {
             continue;
         };
-        let tag = format!("{}-{}.sig", digest.algorithm(), digest.hex());
-        match client.head_manifest(r.repository(), &tag).await {
+        match client.head_manifest(via.repository(), &tag).await {
             Ok(_) => out.push((
-                Reference::new(r.registry(), r.repository(), Some(&tag), None),
+                sig,
                 format!("cosign signature of {}@{digest}", r.repo_path()),
             )),
             Err(e) => tracing::debug!("no cosign signature {tag} for {r}: {e}"),
