@@ -261,4 +261,21 @@ mod tests {
             job.notes
         );
     }
+
+    #[test]
+    fn shipped_examples_load() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/image-lists");
+        let job = load_job(Path::new(&format!("{dir}/ocp-4.20.16-job.yaml")), None).unwrap();
+        assert_eq!(job.releases.len(), 1);
+        assert!(job.operators[0].packages.len() >= 6);
+        let isc = load_job(Path::new(&format!("{dir}/ocp-4.20-isc.yaml")), None).unwrap();
+        assert_eq!(isc.channels.len(), 2);
+        assert_eq!(isc.images, ["registry.redhat.io/ubi9/ubi:latest"]);
+        let both = load_job(
+            Path::new(&format!("{dir}/ocp-4.20.16-job.yaml")),
+            Some(Path::new(&format!("{dir}/ocp-4.20-isc.yaml"))),
+        )
+        .unwrap();
+        assert_eq!(both.operators.len(), 2);
+    }
 }
