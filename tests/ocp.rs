@@ -464,3 +464,91 @@ fn malformed_isc_and_graph_are_one_line_errors_naming_file_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn malformed_image_references_and_catalog_fail_naming_file_and_field() {
+    use prewarm::lab::seed::{tar_layer, Compression, Format, ImageSpec, Pusher};
+    let env = lab("ocp-bad-content");
+    let labels = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let quay = Pusher::new(&env.lab.quay_target()).await?;
+        let refs = br#"{"kind":"ImageStream","apiVersion":"image.openshift.io/v1","metadata":{"name":"9.9.9"},"spec":{"tags":[{"name":"cli","from":{"kind":"DockerImage"}}]}}"#;
+        let layer = tar_layer(
+            &[
+                ("release-manifests/", Vec::new()),
+                ("release-manifests/image-references", refs.to_vec()),
+            ],
+            Compression::Gzip,
+        );
+        quay.push_image(
+            RELEASE_REPOSITORY,
+            Some("9.9.9-x86_64"),
+            &ImageSpec::linux(
+                Format::Docker,
+                "amd64",
+                labels(&[
+                    ("io.openshift.release", "9.9.9"),
+                    ("io.openshift.release.base-image-digest", "sha256:00"),
+                ]),
+                vec![layer],
+            ),
+        )
+        .await?;
+        let redhat = Pusher::new(&env.lab.redhat_target()?).await?;
+        let fbc = b"{\"schema\":\"olm.package\",\"name\":\"p\"}\n{\"schema\":\"olm.bundle\",\"name\":\"p.v1\",\"package\":\"p\"}\n";
+        let layer = tar_layer(
+            &[
+                ("configs/", Vec::new()),
+                ("configs/p/", Vec::new()),
+                ("configs/p/catalog.json", fbc.to_vec()),
+            ],
+            Compression::None,
+        );
+        redhat
+            .push_image(
+                "redhat/bad-index",
+                Some("v1"),
+                &ImageSpec::linux(
+                    Format::Oci,
+                    "amd64",
+                    labels(&[("operators.operatorframework.io.index.configs.v1", "/configs")]),
+                    vec![layer],
+                ),
+            )
+            .await?;
+        anyhow::Ok(())
+    })
+    .expect("push malformed content");
+    let job = job_with(
+        &env,
+        "bad-content.yaml",
+        "releases:\n- quay.io/openshift-release-dev/ocp-release:9.9.9-x86_64\noperators:\n- catalog: registry.redhat.io/redhat/bad-index:v1\n",
+    );
+    let out = env.prewarm(&["plan", &job]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 2, "{err}");
+    assert!(
+        errors[0].contains("release-manifests/image-references (layer ")
+            && errors[0].contains("spec.tags[0].from: missing field `name`"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].ends_with(
+            "catalog `registry.redhat.io/redhat/bad-index:v1` /configs/p/catalog.json: document 2 (olm.bundle): missing field `image`"
+        ),
+        "{}",
+        errors[1]
+    );
+}

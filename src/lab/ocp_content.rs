@@ -15,7 +15,8 @@
 //!   node-observability-operator as JSON streams, jaeger-product as YAML documents, a
 //!   deprecated-operator, an `.indexignore` and a README it names), layer 3 a whiteout
 //!   deleting deprecated-operator. Channels use replaces, skips and skipRange.
-//! * `redhat/certified-operator-index:v4.20`: one package, two bundles (for `full: true`).
+//! * `redhat/certified-operator-index:v4.20` (OCI, its catalog layer zstd): one package, two
+//!   bundles (for `full: true`).
 //!
 //! Every bundle has its own bundle image and operator image; aws bundles share one
 //! kube-rbac-proxy image (relatedImages repeat across bundles, and the bundle image is listed
@@ -707,7 +708,8 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
                                 json_stream(&docs("certified-thing")),
                             ),
                         ],
-                        Compression::Gzip,
+                        // OCI allows zstd: the catalog reader must recognise it.
+                        Compression::Zstd,
                     ),
                 ],
             ),

@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
@@ -158,8 +159,14 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
         releases.extend(selected.releases);
     }
     let mut release_digests = Vec::new();
-    for (r, origin) in &releases {
-        match release::read(job, registries, r).await {
+    // A few at once: a channel can select a dozen releases, each a layer read away.
+    let read: Vec<_> = futures::stream::iter(&releases)
+        .map(|(r, _)| release::read(job, registries, r))
+        .buffered(4)
+        .collect()
+        .await;
+    for ((r, origin), result) in releases.iter().zip(read) {
+        match result {
             Ok(payload) => {
                 release_digests.push((r.clone(), payload.digest.clone()));
                 for (reference, o) in payload.references(origin) {
