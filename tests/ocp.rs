@@ -552,3 +552,104 @@ fn malformed_image_references_and_catalog_fail_naming_file_and_field() {
         errors[1]
     );
 }
+
+/// A plain HTTP server on loopback standing in for the update service and the signature
+/// store (both are static files over HTTP): answers `routes` by path, 404 otherwise, and
+/// records each request line with its Accept header.
+fn serve(
+    routes: Vec<(String, Vec<u8>)>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap_or(0);
+            let mut accept = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if line.to_ascii_lowercase().starts_with("accept:") {
+                    accept = line[7..].trim().to_string();
+                }
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(format!("{path} accept={accept}"));
+            let hit = routes.iter().find(|(p, _)| *p == path);
+            let (status, body) = match hit {
+                Some((_, b)) => ("200 OK", b.clone()),
+                None => ("404 Not Found", b"not found".to_vec()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn graph_and_signatures_from_an_update_service_url() {
+    let env = lab("ocp-url");
+    let c = seed_ocp(&env);
+    let graph = c.graph_json(
+        "quay.io",
+        &[("4.20.1", "4.20.2"), ("4.20.2", "4.20.3")],
+        &[],
+    );
+    let hex = c.releases["4.20.3"]
+        .digest
+        .trim_start_matches("sha256:")
+        .to_string();
+    let (addr, seen) = serve(vec![
+        (
+            "/api/upgrades_info/v1/graph?channel=stable-4.20&arch=amd64".into(),
+            graph.into_bytes(),
+        ),
+        (
+            format!("/sigs/sha256={hex}/signature-1"),
+            b"\x89sig-one".to_vec(),
+        ),
+    ]);
+    let job = job_with(
+        &env,
+        "url.yaml",
+        &format!(
+            "graph:\n  url: http://{addr}/api/upgrades_info/v1/graph\nchannels:\n- name: stable-4.20\nsignatures:\n  source: http://{addr}/sigs\n  output: sigs\n"
+        ),
+    );
+    let (got, _) = plan(&env, &job, &[]);
+    // No bounds: the newest release of the channel only.
+    assert_eq!(got, release_set(&c, &["4.20.3"]));
+    let requests = seen.lock().unwrap().clone();
+    assert!(
+        requests.contains(
+            &"/api/upgrades_info/v1/graph?channel=stable-4.20&arch=amd64 accept=application/json"
+                .to_string()
+        ),
+        "{requests:?}"
+    );
+    // signature-2 answered 404: the store holds one.
+    assert!(requests
+        .iter()
+        .any(|r| r.starts_with(&format!("/sigs/sha256={hex}/signature-2"))));
+    assert_eq!(
+        std::fs::read(env.dir.join("sigs").join(format!("sha256-{hex}-1"))).unwrap(),
+        b"\x89sig-one"
+    );
+    assert!(!env
+        .dir
+        .join("sigs")
+        .join(format!("sha256-{hex}-2"))
+        .exists());
+}
