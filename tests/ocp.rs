@@ -236,6 +236,8 @@ fn catalog_heads_then_warm_serves_them_offline() {
             "aws-load-balancer-operator.v1.2.0",
             "jaeger-product.v1.51.0-1",
             "node-observability-operator.v0.3.0",
+            // What node-observability-operator.v0.3.0 requires (olm.package.required).
+            "jaeger-product.v1.47.1-5",
         ],
     );
     want.insert((
@@ -287,6 +289,7 @@ fn named_channels_ranges_full_and_blocked_images() {
             "jaeger-product.v1.51.0-1",
             "node-observability-operator.v0.2.0",
             "node-observability-operator.v0.3.0",
+            "jaeger-product.v1.47.1-5",
             "certified-thing.v2.0.0",
             "certified-thing.v2.1.0",
         ],

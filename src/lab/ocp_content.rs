@@ -18,7 +18,8 @@
 //! * `redhat/certified-operator-index:v4.20` (OCI, its catalog layer zstd): one package, two
 //!   bundles (for `full: true`).
 //!
-//! Every bundle has its own bundle image and operator image; aws bundles share one
+//! node-observability-operator.v0.3.0 requires jaeger-product `>=1.47.0-1 <1.48.0`
+//! (`olm.package.required`). Every bundle has its own bundle image and operator image; aws bundles share one
 //! kube-rbac-proxy image (relatedImages repeat across bundles, and the bundle image is listed
 //! among its own relatedImages, as in real catalogs).
 
@@ -254,7 +255,7 @@ fn package_docs(
             .iter()
             .map(|(n, i)| json!({"name": n, "image": i}))
             .collect();
-        docs.push(json!({
+        let mut bundle = json!({
             "schema": "olm.bundle",
             "name": name,
             "package": package,
@@ -265,7 +266,18 @@ fn package_docs(
                 {"type": "olm.bundle.object", "value": {"data": base64_of(&random_bytes(name_seed(&name), 512))}}
             ],
             "relatedImages": rel,
-        }));
+        });
+        if name == "node-observability-operator.v0.3.0" {
+            // A dependency, as OLM declares it: kept bundles pull in what they require.
+            bundle["properties"]
+                .as_array_mut()
+                .expect("properties")
+                .push(json!({
+                    "type": "olm.package.required",
+                    "value": {"packageName": "jaeger-product", "versionRange": ">=1.47.0-1 <1.48.0"}
+                }));
+        }
+        docs.push(bundle);
     }
     docs
 }

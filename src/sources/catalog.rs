@@ -81,8 +81,10 @@ pub async fn select(
         if !root.is_dir() {
             bail!("catalog `{source}`: no /{configs} directory in its layers");
         }
-        let only: Option<HashSet<String>> =
-            (!op.packages.is_empty()).then(|| op.packages.iter().map(|p| p.name.clone()).collect());
+        // Dependencies can be in any package: only a selection that skips them can drop the
+        // other packages' documents while loading.
+        let only: Option<HashSet<String>> = (!op.packages.is_empty() && op.skip_dependencies)
+            .then(|| op.packages.iter().map(|p| p.name.clone()).collect());
         let shown = format!("catalog `{source}` /{configs}");
         let root2 = root.clone();
         let cat = tokio::task::spawn_blocking(move || Catalog::load(&root2, only.as_ref(), &shown))

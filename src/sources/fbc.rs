@@ -49,6 +49,8 @@ pub struct Bundle {
     pub version: Option<Version>,
     /// `(name, image)`, as listed (the bundle image itself usually among them).
     pub related: Vec<(String, String)>,
+    /// `olm.package.required`: `(package, versionRange)`.
+    pub requires: Vec<(String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -199,7 +201,18 @@ impl Catalog {
                     .and_then(|p| p.value.get("version"))
                     .and_then(|v| v.as_str())
                     .and_then(Version::parse);
+                let requires = b
+                    .properties
+                    .iter()
+                    .filter(|p| p.kind == "olm.package.required")
+                    .filter_map(|p| {
+                        let name = p.value.get("packageName")?.as_str()?;
+                        let range = p.value.get("versionRange")?.as_str().unwrap_or("");
+                        Some((name.to_string(), range.to_string()))
+                    })
+                    .collect();
                 let bundle = Bundle {
+                    requires,
                     name: b.name.clone(),
                     image: b.image,
                     version,
@@ -325,10 +338,116 @@ fn glob(pattern: &str, s: &str) -> bool {
 /// A kept bundle: package, bundle name.
 pub type Kept = (String, String);
 
-/// Select bundles for one catalog entry (FORMATS.md): `full` → everything (of the listed
-/// packages, if any); no packages → each channel's head; named channels → only those; version
-/// bounds → bundles in range plus the replaces chain between them.
+/// Select bundles for one catalog entry (FORMATS.md), then (unless `skipDependencies`) add
+/// what the kept bundles require.
 pub fn select(cat: &Catalog, op: &OperatorSpec, what: &str) -> Result<BTreeSet<Kept>> {
+    let mut kept = select_direct(cat, op, what)?;
+    if !op.skip_dependencies {
+        add_dependencies(cat, &mut kept)?;
+    }
+    Ok(kept)
+}
+
+/// oc-mirror keeps the operators a kept bundle depends on (`olm.package.required`): for each,
+/// the highest bundle of the required package whose version is in `versionRange`, from its
+/// default channel (any channel if the default has none), and so on for what that requires.
+/// A requirement no bundle meets is an error naming both.
+pub fn add_dependencies(cat: &Catalog, kept: &mut BTreeSet<Kept>) -> Result<()> {
+    let mut work: Vec<Kept> = kept.iter().cloned().collect();
+    while let Some((pkg, bundle)) = work.pop() {
+        let Some(b) = cat.packages.get(&pkg).and_then(|p| p.bundles.get(&bundle)) else {
+            continue;
+        };
+        for (req, range) in &b.requires {
+            let Some(dep) = cat.packages.get(req) else {
+                bail!("bundle `{bundle}` requires package `{req}`, which is not in the catalog");
+            };
+            let want = parse_range(range).ok_or_else(|| {
+                anyhow::anyhow!("bundle `{bundle}`: olm.package.required versionRange `{range}` is not a semver range")
+            })?;
+            let in_channel = |entries: &Vec<Entry>| {
+                entries
+                    .iter()
+                    .filter_map(|e| {
+                        let v = version_of(dep, &e.name)?;
+                        range_matches(&want, v).then(|| (v.clone(), e.name.clone()))
+                    })
+                    .max()
+            };
+            let default = dep
+                .default_channel
+                .as_ref()
+                .and_then(|c| dep.channels.get(c))
+                .and_then(in_channel);
+            let chosen = default.or_else(|| dep.channels.values().filter_map(in_channel).max());
+            let Some((_, name)) = chosen else {
+                bail!("bundle `{bundle}` requires `{req}` {range}, and no bundle of it is in that range");
+            };
+            let k = (req.clone(), name);
+            if kept.insert(k.clone()) {
+                work.push(k);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One comparator of a blang/semver range (`>=1.0.0`).
+#[derive(Debug, Clone)]
+pub struct Comparator {
+    op: String,
+    version: Version,
+}
+
+impl Comparator {
+    fn matches(&self, v: &Version) -> bool {
+        match self.op.as_str() {
+            ">=" => v >= &self.version,
+            "<=" => v <= &self.version,
+            ">" => v > &self.version,
+            "<" => v < &self.version,
+            "!=" | "!" => v != &self.version,
+            _ => v == &self.version,
+        }
+    }
+}
+
+/// A blang/semver range (`>=1.0.0 <2.0.0 || =3.1.0`) as alternatives of comparator sets.
+/// Compared by semver order as blang does (pre-releases are not special-cased).
+pub fn parse_range(range: &str) -> Option<Vec<Vec<Comparator>>> {
+    if range.trim().is_empty() {
+        return Some(vec![Vec::new()]);
+    }
+    range
+        .split("||")
+        .map(|alt| {
+            let mut parts: Vec<String> = Vec::new();
+            for tok in alt.split_whitespace() {
+                match parts.last_mut() {
+                    Some(last) if last.chars().all(|c| "<>=!".contains(c)) => last.push_str(tok),
+                    _ => parts.push(tok.to_string()),
+                }
+            }
+            parts
+                .iter()
+                .map(|p| {
+                    let split = p.find(|c: char| !"<>=!".contains(c))?;
+                    let (op, v) = p.split_at(split);
+                    Some(Comparator {
+                        op: op.to_string(),
+                        version: Version::parse(v)?,
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub fn range_matches(range: &[Vec<Comparator>], v: &Version) -> bool {
+    range.iter().any(|all| all.iter().all(|c| c.matches(v)))
+}
+
+fn select_direct(cat: &Catalog, op: &OperatorSpec, what: &str) -> Result<BTreeSet<Kept>> {
     let mut kept = BTreeSet::new();
     if op.packages.is_empty() {
         for pkg in cat.packages.values() {
@@ -583,6 +702,79 @@ mod tests {
             "img:/configs/p/catalog.json: document 1 (olm.channel): entries[0]: missing field `name`"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dependencies_are_added_unless_skipped() {
+        let mut cat = Catalog::default();
+        let bundle = |pkg: &str, v: &str, requires: Vec<(String, String)>| Bundle {
+            name: format!("{pkg}.v{v}"),
+            image: format!("r.io/{pkg}@sha256:{}", "a".repeat(64)),
+            version: Version::parse(v),
+            related: Vec::new(),
+            requires,
+        };
+        let entry = |pkg: &str, v: &str, replaces: Option<&str>| Entry {
+            name: format!("{pkg}.v{v}"),
+            replaces: replaces.map(|r| format!("{pkg}.v{r}")),
+            skips: Vec::new(),
+            skip_range: None,
+        };
+        let mut a = Package {
+            name: "a".into(),
+            ..Package::default()
+        };
+        a.channels
+            .insert("s".into(), vec![entry("a", "1.0.0", None)]);
+        let req = vec![("b".to_string(), ">=2.0.0 <3.0.0".to_string())];
+        a.bundles
+            .insert("a.v1.0.0".into(), bundle("a", "1.0.0", req));
+        let mut b = Package {
+            name: "b".into(),
+            default_channel: Some("s".into()),
+            ..Package::default()
+        };
+        b.channels.insert(
+            "s".into(),
+            vec![
+                entry("b", "2.0.0", None),
+                entry("b", "2.5.0", Some("2.0.0")),
+                entry("b", "3.0.0", Some("2.5.0")),
+            ],
+        );
+        for v in ["2.0.0", "2.5.0", "3.0.0"] {
+            b.bundles
+                .insert(format!("b.v{v}"), bundle("b", v, Vec::new()));
+        }
+        cat.packages.insert("a".into(), a);
+        cat.packages.insert("b".into(), b);
+        let mut op = OperatorSpec {
+            catalog: "c".into(),
+            packages: vec![PackageSpec {
+                name: "a".into(),
+                ..PackageSpec::default()
+            }],
+            ..OperatorSpec::default()
+        };
+        let names = |k: BTreeSet<Kept>| k.into_iter().map(|(_, b)| b).collect::<Vec<_>>();
+        assert_eq!(
+            names(select(&cat, &op, "op").unwrap()),
+            ["a.v1.0.0", "b.v2.5.0"]
+        );
+        op.skip_dependencies = true;
+        assert_eq!(names(select(&cat, &op, "op").unwrap()), ["a.v1.0.0"]);
+    }
+
+    #[test]
+    fn blang_ranges() {
+        let r = parse_range(">=1.47.0-1 <1.48.0").unwrap();
+        let v = |s| Version::parse(s).unwrap();
+        assert!(range_matches(&r, &v("1.47.1-5")));
+        assert!(!range_matches(&r, &v("1.51.0-1")));
+        let r = parse_range("< 1.0.0 || >= 2.0.0").unwrap();
+        assert!(range_matches(&r, &v("0.9.0")) && range_matches(&r, &v("2.1.0")));
+        assert!(!range_matches(&r, &v("1.5.0")));
+        assert!(parse_range(">=banana").is_none());
     }
 
     #[test]
