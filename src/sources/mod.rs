@@ -126,7 +126,7 @@ pub struct Collected {
 }
 
 impl Collected {
-    /// Add `reference` unless it is already there or blocked.
+    /// Add `reference` unless it is already there (blocked images are removed at the end).
     fn push(&mut self, seen: &mut HashSet<String>, reference: Reference, origin: String) {
         if seen.insert(reference.to_string()) {
             self.references.push((reference, origin));
