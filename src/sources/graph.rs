@@ -291,6 +291,15 @@ pub async fn select_for_job(job: &Job) -> Result<ForJob> {
     let file = job.path.display().to_string();
     for (i, ch) in job.channels.iter().enumerate() {
         let what = format!("{file}: channels[{i}]");
+        // The name goes into the update service's query string unescaped.
+        if ch.name.is_empty()
+            || !ch
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            bail!("{what}.name: `{}` is not a channel name", ch.name);
+        }
         match ch.kind.as_deref() {
             None | Some("ocp") | Some("okd") => {}
             Some(other) => bail!("{what}.type: `{other}` is not `ocp` or `okd`"),
