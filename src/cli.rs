@@ -126,6 +126,9 @@ pub struct PlanArgs {
     /// `resolve`, itself `source` by default).
     #[arg(long, value_enum, value_name = "VIA")]
     pub resolve: Option<ResolveVia>,
+    /// An oc-mirror ImageSetConfiguration (v2alpha1) whose content is added to the job's.
+    #[arg(long, value_name = "FILE")]
+    pub isc: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -158,4 +161,7 @@ pub struct RunArgs {
     /// pods of a Kubernetes Indexed Job); N processes together cover the plan exactly once.
     #[arg(long, value_name = "I/N", value_parser = clap::value_parser!(crate::shard::Shard))]
     pub shard: Option<crate::shard::Shard>,
+    /// An oc-mirror ImageSetConfiguration (v2alpha1) whose content is added to the job's.
+    #[arg(long, value_name = "FILE", conflicts_with = "plan")]
+    pub isc: Option<PathBuf>,
 }

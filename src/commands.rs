@@ -24,8 +24,9 @@ pub(crate) fn load(
     job_path: &Path,
     global: &Global,
     resolve: Option<ResolveVia>,
+    isc: Option<&Path>,
 ) -> Result<(Arc<Job>, Registries)> {
-    let mut job = Job::load(job_path)?;
+    let mut job = crate::sources::isc::load_job(job_path, isc)?;
     if let Some(via) = resolve {
         job.resolve = via;
     }
@@ -41,7 +42,7 @@ pub(crate) fn load(
 }
 
 pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
-    let (job, registries) = load(&args.job, global, args.resolve)?;
+    let (job, registries) = load(&args.job, global, args.resolve, args.isc.as_deref())?;
     let mut job = (*job).clone();
     if let Some(j) = args.jobs {
         job.concurrency = j.max(1);
@@ -54,6 +55,9 @@ pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
     }
     for f in &plan.failures {
         eprintln!("error: {} ({}): {}", f.reference, f.origin, f.error);
+    }
+    for n in &plan.notes {
+        eprintln!("note: {n}");
     }
     Ok(if plan.failures.is_empty() {
         0
@@ -103,7 +107,7 @@ pub enum Executor {
 pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<i32> {
     let started = Instant::now();
     let started_at = state::now();
-    let (job, registries) = load(&args.job, global, args.resolve)?;
+    let (job, registries) = load(&args.job, global, args.resolve, args.isc.as_deref())?;
     let cache_host = job.cache()?.host.clone();
     // One run per state at a time (see `lock`); held until this function returns.
     let _lock = match (&args.state, args.no_state) {
@@ -130,6 +134,9 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         Some(shard) => crate::shard::shard_plan(&plan, shard),
         None => plan,
     };
+    for n in &plan.notes {
+        eprintln!("note: {n}");
+    }
     let work = Work {
         job: &job,
         registries: &registries,

@@ -45,6 +45,31 @@ pub struct Job {
     /// Per logical host: requests per second and per run at most (see the README, "Refresh").
     #[serde(default)]
     pub rate_limits: BTreeMap<String, crate::registry::budget::RateLimit>,
+    /// OCP release payloads by pullspec (tag or digest): the release image and every component.
+    #[serde(default)]
+    pub releases: Vec<String>,
+    /// Update-graph channels whose selected releases are added as `releases`.
+    #[serde(default)]
+    pub channels: Vec<crate::sources::ChannelSpec>,
+    /// Where the update graph is read from (default: the public update service).
+    #[serde(default)]
+    pub graph: Option<crate::sources::GraphConfig>,
+    /// Operator catalogs (file-based catalogs) and the packages to take from them.
+    #[serde(default)]
+    pub operators: Vec<crate::sources::OperatorSpec>,
+    /// References (or whole repositories, without tag/digest) never planned.
+    #[serde(default)]
+    pub blocked_images: Vec<String>,
+    /// An oc-mirror ImageSetConfiguration (v2alpha1) whose content is added to this job;
+    /// relative to the job file.
+    #[serde(default)]
+    pub isc: Option<PathBuf>,
+    /// Release signatures to fetch and keep for every selected release.
+    #[serde(default)]
+    pub signatures: Option<crate::sources::SignatureConfig>,
+    /// Messages for the user from reading the job (unsupported ISC sections).
+    #[serde(skip)]
+    pub notes: Vec<String>,
     /// Where this job was read from, for relative paths and error messages.
     #[serde(skip)]
     pub path: PathBuf,

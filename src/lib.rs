@@ -23,5 +23,6 @@ pub mod refresh;
 pub mod registry;
 pub mod report;
 pub mod shard;
+pub mod sources;
 pub mod state;
 pub mod upstreams;

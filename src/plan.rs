@@ -24,6 +24,10 @@ pub struct Plan {
     pub blobs: Vec<PlannedBlob>,
     /// Sources that could not be resolved, with the reason; the rest of the plan stands.
     pub failures: Vec<PlanFailure>,
+    /// What the user must know about the selection (update-graph risks, blocked images,
+    /// unsupported sections of an ImageSetConfiguration, signatures written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,8 +103,11 @@ struct Walked {
 
 /// Resolve every source of `job` and walk it into a [`Plan`].
 pub async fn build(job: &Job, registries: &Registries, reporter: &dyn Reporter) -> Result<Plan> {
-    let sources = job.references()?;
-    build_from(job, registries, sources, reporter).await
+    let collected = crate::sources::collect(job, registries).await?;
+    let mut plan = build_from(job, registries, collected.references, reporter).await?;
+    plan.failures.extend(collected.failures);
+    plan.notes.extend(collected.notes);
+    Ok(plan)
 }
 
 pub async fn build_from(

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --example lab -- up [--dir DIR]        # registries, proxies, nginx on 127.0.0.1
-//! cargo run --example lab -- seed [--bench] [--large-layer BYTES]
+//! cargo run --example lab -- seed [--bench] [--large-layer BYTES] [--ocp]
 //! cargo run --example lab -- stop-upstreams | start-upstreams | reset-cache | down
 //! ```
 //! `up` writes DIR/job.yaml and DIR/auth.json; `seed` writes DIR/images.txt.
@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use prewarm::lab::{Lab, Scale, SeedOptions};
 
 fn usage() -> ! {
-    eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES] [--release-scale]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
+    eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES] [--release-scale] [--ocp]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
     std::process::exit(2)
 }
 
@@ -27,11 +27,14 @@ async fn main() -> Result<()> {
     let mut scale = Scale::Test;
     let mut large = None;
     let mut release_scale = false;
+    let mut ocp = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = PathBuf::from(args.next().unwrap_or_else(|| usage())),
             "--bench" => scale = Scale::Bench,
             "--release-scale" => release_scale = true,
+            // Also the OCP releases and catalogs of lab::ocp_content, and a local graph.
+            "--ocp" => ocp = true,
             "--large-layer" => large = Some(args.next().unwrap_or_else(|| usage()).parse()?),
             _ => usage(),
         }
@@ -83,6 +86,27 @@ async fn main() -> Result<()> {
                 unique.values().sum::<u64>(),
                 dir.join("images.txt").display()
             );
+            if ocp {
+                let content = lab.seed_ocp().await?;
+                let graphs = dir.join("graphs");
+                std::fs::create_dir_all(&graphs)?;
+                std::fs::write(
+                    graphs.join("graph-stable-4.20-amd64.json"),
+                    content.graph_json(
+                        "quay.io",
+                        &[("4.20.1", "4.20.2"), ("4.20.2", "4.20.3")],
+                        &[("4.20.1", "4.20.3")],
+                    ),
+                )?;
+                println!(
+                    "seeded OCP content: {} images (releases {}, catalogs registry.redhat.io/{}:v4.20 and registry.redhat.io/{}:v4.20); graph in {}",
+                    content.images.len(),
+                    content.releases.keys().cloned().collect::<Vec<_>>().join(", "),
+                    prewarm::lab::ocp_content::CATALOG_REPOSITORY,
+                    prewarm::lab::ocp_content::CERTIFIED_REPOSITORY,
+                    graphs.display()
+                );
+            }
         }
         "down" => {
             Lab::load(&dir)?.stop();

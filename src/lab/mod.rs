@@ -7,6 +7,7 @@
 pub mod servers;
 
 pub use servers::{Lab, Server};
+pub mod ocp_content;
 pub mod release_scale;
 pub mod seed;
 

@@ -185,7 +185,7 @@ const BUDGET_MARK: &str = "rate budget for registry";
 pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     let started = Instant::now();
     let started_at = state::now();
-    let (job, registries) = crate::commands::load(&opts.job, global, opts.resolve)?;
+    let (job, registries) = crate::commands::load(&opts.job, global, opts.resolve, None)?;
     let mut job_run = (*job).clone();
     if let Some(j) = opts.jobs {
         job_run.concurrency = j.max(1);

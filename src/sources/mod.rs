@@ -1,0 +1,260 @@
+//! OpenShift content sources beyond plain image lists: release payloads, update-graph
+//! channels, operator catalogs (file-based catalogs), oc-mirror ImageSetConfigurations and
+//! release signatures.
+//!
+//! Each source turns into `(Reference, origin)` pairs that [`crate::plan::build_from`] walks
+//! like any listed image; the origin says where the image came from (release version and
+//! component, catalog/package/bundle) so `prewarm plan` can show it. [`collect`] is the one
+//! entry point the plan builder calls.
+
+pub mod catalog;
+pub mod fbc;
+pub mod graph;
+pub mod isc;
+pub mod layers;
+pub mod release;
+pub mod signatures;
+pub mod version;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::job::Job;
+use crate::plan::PlanFailure;
+use crate::reference::Reference;
+use crate::registry::Registries;
+
+/// An update-graph channel to take releases from (the job's `channels:`, an ISC's
+/// `mirror.platform.channels`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChannelSpec {
+    pub name: String,
+    /// `ocp` (the default) or `okd`; only `ocp` payload names are known to prewarm.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<String>,
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default)]
+    pub shortest_path: bool,
+}
+
+/// Where the update graph comes from: the update service (`url`, default the public one), one
+/// local graph JSON for every channel (`file`), or a directory holding
+/// `graph-<channel>-<arch>.json` files (`dir`) for offline sites.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+/// An operator catalog (the job's `operators:`, an ISC's `mirror.operators`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OperatorSpec {
+    pub catalog: String,
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default)]
+    pub packages: Vec<PackageSpec>,
+    /// Accepted for oc-mirror compatibility; a cache keeps the catalog under its own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_catalog: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_tag: Option<String>,
+    #[serde(default)]
+    pub skip_dependencies: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PackageSpec {
+    pub name: String,
+    #[serde(default)]
+    pub channels: Vec<PackageChannelSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<String>,
+    /// Only changes the default channel of a rebuilt catalog; no image depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_channel: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PackageChannelSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<String>,
+}
+
+/// Release signatures: where to read them (`source`: a base URL, or a local directory laid
+/// out like it: `<dir>/sha256=<hex>/signature-N`) and where to keep them (`output`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureConfig {
+    #[serde(default)]
+    pub source: Option<String>,
+    pub output: PathBuf,
+}
+
+/// What the sources contributed to a plan.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub references: Vec<(Reference, String)>,
+    /// Sources that could not be read; the plan reports them beside unresolved images.
+    pub failures: Vec<PlanFailure>,
+    /// Things the user must see: conditional-edge risks, unsupported ISC sections, blocked
+    /// images left out.
+    pub notes: Vec<String>,
+}
+
+impl Collected {
+    /// Add `reference` unless it is already there (blocked images are removed at the end).
+    fn push(&mut self, seen: &mut HashSet<String>, reference: Reference, origin: String) {
+        if seen.insert(reference.to_string()) {
+            self.references.push((reference, origin));
+        }
+    }
+}
+
+/// Every reference of the job: its images and image lists, then releases (named and from
+/// channels, each with its components), then operator catalogs; blocked images removed.
+pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
+    let mut out = Collected {
+        notes: job.notes.clone(),
+        ..Collected::default()
+    };
+    let mut seen = HashSet::new();
+    for (r, origin) in job.references()? {
+        out.push(&mut seen, r, origin);
+    }
+    let file = job.path.display().to_string();
+    let mut releases: Vec<(Reference, String)> = Vec::new();
+    for (i, s) in job.releases.iter().enumerate() {
+        let r: Reference = s
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{file}: releases[{i}]: {e}"))?;
+        releases.push((r, format!("{file}: releases[{i}]")));
+    }
+    if !job.channels.is_empty() {
+        let selected = graph::select_for_job(job).await?;
+        out.notes.extend(selected.notes);
+        releases.extend(selected.releases);
+    }
+    let mut release_digests = Vec::new();
+    // A few at once: a channel can select a dozen releases, each a layer read away.
+    let read: Vec<_> = futures::stream::iter(&releases)
+        .map(|(r, _)| release::read(job, registries, r))
+        .buffered(4)
+        .collect()
+        .await;
+    for ((r, origin), result) in releases.iter().zip(read) {
+        match result {
+            Ok(payload) => {
+                release_digests.push((r.clone(), payload.digest.clone()));
+                for (reference, o) in payload.references(origin) {
+                    out.push(&mut seen, reference, o);
+                }
+            }
+            Err(e) => out.failures.push(PlanFailure {
+                reference: r.to_string(),
+                origin: origin.clone(),
+                error: format!("{e:#}"),
+            }),
+        }
+    }
+    for (i, op) in job.operators.iter().enumerate() {
+        let origin = format!("{file}: operators[{i}]");
+        match catalog::select(job, registries, op, &origin).await {
+            Ok(selected) => {
+                out.notes.extend(selected.notes);
+                for (reference, o) in selected.references {
+                    out.push(&mut seen, reference, o);
+                }
+            }
+            Err(e) => out.failures.push(PlanFailure {
+                reference: op.catalog.clone(),
+                origin,
+                error: format!("{e:#}"),
+            }),
+        }
+    }
+    if !release_digests.is_empty() {
+        let cosign = signatures::cosign_tags(job, registries, &release_digests).await;
+        for (reference, o) in cosign {
+            out.push(&mut seen, reference, o);
+        }
+        if let Some(cfg) = &job.signatures {
+            let written = signatures::fetch_all(job, cfg, &release_digests).await?;
+            out.notes.extend(written);
+        }
+    }
+    blocked::apply(job, &mut out)?;
+    Ok(out)
+}
+
+mod blocked {
+    //! `blocked_images`: references (or repositories, without tag/digest) never planned.
+    use super::*;
+
+    pub fn apply(job: &Job, out: &mut Collected) -> Result<()> {
+        if job.blocked_images.is_empty() {
+            return Ok(());
+        }
+        let file = job.path.display().to_string();
+        let blocked: Vec<(Reference, bool)> = job
+            .blocked_images
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let r: Reference = s
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{file}: blocked_images[{i}]: {e}"))?;
+                // No tag and no digest written: the whole repository is blocked.
+                let last = s.rsplit('/').next().unwrap_or(s);
+                Ok((r, !s.contains('@') && !last.contains(':')))
+            })
+            .collect::<Result<_>>()?;
+        let before = out.references.len();
+        out.references.retain(|(r, origin)| {
+            let hit = blocked.iter().find(|(b, whole)| matches(b, *whole, r));
+            if let Some((b, _)) = hit {
+                out.notes
+                    .push(format!("blocked: {r} (from {origin}) is left out by {b}"));
+            }
+            hit.is_none()
+        });
+        tracing::info!(
+            "blocked_images removed {} references",
+            before - out.references.len()
+        );
+        Ok(())
+    }
+
+    /// A blocked entry without tag or digest blocks the whole repository.
+    fn matches(blocked: &Reference, whole_repo: bool, r: &Reference) -> bool {
+        if blocked.repo_path() != r.repo_path() {
+            return false;
+        }
+        whole_repo
+            || blocked.digest().is_some_and(|d| r.digest() == Some(d))
+            || (blocked.digest().is_none() && blocked.tag().is_some() && blocked.tag() == r.tag())
+    }
+}
