@@ -60,6 +60,16 @@ async fn main() -> Result<()> {
             .await?;
             seed.write_list(&dir.join("images.txt"))?;
             seed.write_json(&dir.join("seed.json"))?;
+            // A catalog of 3,000 bundles over those components, for planning time.
+            let catalog = prewarm::lab::release_scale::seed_scale_catalog(
+                &lab.redhat_target()?,
+                &seed,
+                300,
+                10,
+            )
+            .await?;
+            std::fs::write(dir.join("catalog.ref"), format!("{catalog}\n"))?;
+            println!("catalog {catalog}: 300 packages, 3000 bundles");
             let unique = seed.unique_blobs();
             println!(
                 "seeded {} images, {} unique blobs, {} bytes; list in {}",

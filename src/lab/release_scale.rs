@@ -103,3 +103,85 @@ pub async fn seed_release_scale(quay: &Target, options: &ReleaseScaleOptions) ->
         .collect::<Result<Vec<_>>>()?;
     Ok(Seed { images })
 }
+
+/// The release-scale catalog's repository on the registry.redhat.io stand-in.
+pub const SCALE_CATALOG_REPOSITORY: &str = "redhat/redhat-operator-index";
+pub const SCALE_CATALOG_TAG: &str = "v4.20-scale";
+
+/// Push a file-based catalog index image with `packages` × `bundles_per_package` bundles whose
+/// bundle and related images are the seeded components (so a plan of it resolves), each
+/// package one JSON stream with one channel chained by `replaces`, plus a `skipRange`.
+/// Returns the catalog reference as a user writes it.
+pub async fn seed_scale_catalog(
+    redhat: &Target,
+    components: &Seed,
+    packages: usize,
+    bundles_per_package: usize,
+) -> Result<String> {
+    let refs: Vec<String> = components
+        .images
+        .iter()
+        .map(|i| i.reference.clone())
+        .collect();
+    anyhow::ensure!(
+        !refs.is_empty(),
+        "the scale catalog needs seeded components"
+    );
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut n = 0usize;
+    for p in 0..packages {
+        let package = format!("scale-operator-{p:04}");
+        let mut docs = vec![serde_json::json!({
+            "schema": "olm.package", "name": package, "defaultChannel": "stable",
+            "description": "a release-scale benchmark package"
+        })];
+        let mut entries = Vec::new();
+        for b in 0..bundles_per_package {
+            let name = format!("{package}.v1.{b}.0");
+            let mut entry = serde_json::json!({"name": name});
+            if b > 0 {
+                entry["replaces"] = format!("{package}.v1.{}.0", b - 1).into();
+                entry["skipRange"] = format!(">=1.0.0 <1.{b}.0").into();
+            }
+            entries.push(entry);
+            let image = &refs[n % refs.len()];
+            let related: Vec<serde_json::Value> = (0..3)
+                .map(|k| serde_json::json!({"name": format!("operand-{k}"), "image": refs[(n + 7 * k + 1) % refs.len()]}))
+                .chain(std::iter::once(serde_json::json!({"name": "", "image": image})))
+                .collect();
+            docs.push(serde_json::json!({
+                "schema": "olm.bundle", "name": name, "package": package, "image": image,
+                "properties": [
+                    {"type": "olm.package", "value": {"packageName": package, "version": format!("1.{b}.0")}},
+                    {"type": "olm.bundle.object", "value": {"data": "eyJraW5kIjoiQ2x1c3RlclNlcnZpY2VWZXJzaW9uIn0="}}
+                ],
+                "relatedImages": related
+            }));
+            n += 1;
+        }
+        docs.insert(1, serde_json::json!({"schema": "olm.channel", "name": "stable", "package": package, "entries": entries}));
+        let mut stream = Vec::new();
+        for d in &docs {
+            serde_json::to_writer(&mut stream, d)?;
+            stream.push(b'\n');
+        }
+        files.push((format!("configs/{package}/catalog.json"), stream));
+    }
+    let borrowed: Vec<(&str, Vec<u8>)> =
+        files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let configs = tar_layer(&borrowed, Compression::Gzip);
+    let base = layer("opm-base", 4 * MIB, Compression::Gzip);
+    let labels = BTreeMap::from([(
+        "operators.operatorframework.io.index.configs.v1".to_string(),
+        "/configs".to_string(),
+    )]);
+    let spec = ImageSpec::linux(Format::Oci, "amd64", labels, vec![base, configs]);
+    let pusher = Pusher::new(redhat).await?;
+    pusher
+        .push_image(SCALE_CATALOG_REPOSITORY, Some(SCALE_CATALOG_TAG), &spec)
+        .await?;
+    Ok(format!(
+        "{}/{SCALE_CATALOG_REPOSITORY}:{SCALE_CATALOG_TAG}",
+        redhat.host
+    ))
+}
