@@ -30,6 +30,9 @@ use crate::auth::Credentials;
 use crate::job::Endpoint;
 use crate::reference::Digest;
 
+mod push;
+pub use push::{verified_body, BodyFailure, ChunkStream, Mount, Pushed};
+
 /// Counters shared by every client of a run, for reports and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
