@@ -34,6 +34,11 @@ fn main() -> ExitCode {
             Command::Plan(args) => commands::plan(args, &cli.global).await,
             Command::Warm(args) => commands::run(Executor::Warm, args, &cli.global).await,
             Command::Verify(args) => commands::run(Executor::Verify, args, &cli.global).await,
+            Command::Copy(args) => commands::transfer::copy(args, &cli.global).await,
+            Command::Export(args) => commands::transfer::export(args, &cli.global).await,
+            Command::Import(args) => commands::transfer::import(args, &cli.global).await,
+            Command::Inventory(args) => commands::transfer::inventory(args, &cli.global).await,
+            Command::Bundle(command) => commands::transfer::bundle(command, &cli.global).await,
         }
     });
     match result {

@@ -187,6 +187,46 @@ impl RegistryClient {
         }
     }
 
+    /// A blob's body from byte `offset` on (a Range request when `offset > 0`; the registry
+    /// must answer 206 from exactly there).
+    pub async fn blob_stream_from(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<ChunkStream, RegistryError> {
+        if offset == 0 {
+            return self.blob_stream(repository, digest).await;
+        }
+        let what = format!("blob `{digest}` of `{}/{repository}`", self.host);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::RANGE,
+            HeaderValue::from_str(&format!("bytes={offset}-")).expect("range header"),
+        );
+        let resp = self
+            .send(Method::GET, repository, &format!("blobs/{digest}"), headers)
+            .await?;
+        let resp = self.check(resp, &what).await?;
+        if resp.status() != StatusCode::PARTIAL_CONTENT
+            || super::content_range_start(resp.headers()) != Some(offset)
+        {
+            return Err(RegistryError::Status {
+                host: self.host.clone(),
+                what,
+                status: resp.status().as_u16(),
+                detail: format!("cannot resume from byte {offset}: the registry ignored the Range"),
+            });
+        }
+        self.stats
+            .resumed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Box::pin(futures::StreamExt::map(
+            resp.bytes_stream(),
+            |c| c.map_err(|e| std::io::Error::other(super::root_cause(&e))),
+        )))
+    }
+
     /// A blob's body as a stream, for piping into an upload (which verifies it with
     /// [`verified_body`]); not resumed: a broken copy is retried whole by the caller.
     pub async fn blob_stream(
@@ -278,14 +318,17 @@ impl RegistryClient {
 
     /// Push one blob into `repository`: nothing when it is there already, a mount when
     /// `mount_from` holds it, else a streamed upload of `body()` (called only then).
-    pub async fn push_blob(
+    pub async fn push_blob<F>(
         &self,
         repository: &str,
         digest: &Digest,
         size: u64,
         mount_from: Option<&str>,
-        body: impl FnOnce() -> ChunkStream,
-    ) -> Result<Pushed, RegistryError> {
+        body: impl FnOnce() -> F,
+    ) -> Result<Pushed, RegistryError>
+    where
+        F: std::future::Future<Output = Result<ChunkStream, RegistryError>>,
+    {
         if self.head_blob(repository, digest).await?.is_some() {
             return Ok(Pushed::Present);
         }
@@ -296,7 +339,8 @@ impl RegistryClient {
             },
             None => self.start_upload(repository).await?,
         };
-        self.finish_upload(repository, &location, digest, size, body())
+        let body = body().await?;
+        self.finish_upload(repository, &location, digest, size, body)
             .await
             .map(Pushed::Uploaded)
     }
