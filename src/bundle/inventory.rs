@@ -62,8 +62,13 @@ impl Inventory {
             .any(|r| r.manifests.contains(digest))
     }
 
-    /// Walk every tag of every repository (children of indexes too).
-    pub async fn take(client: &RegistryClient, repositories: &[String]) -> Result<Inventory> {
+    /// Walk every tag of every repository, and every `(repository, digest)` root (images
+    /// pushed by digest only have no tag to list), children of indexes too.
+    pub async fn take(
+        client: &RegistryClient,
+        repositories: &[String],
+        roots: &[(String, Digest)],
+    ) -> Result<Inventory> {
         let mut inv = Inventory {
             format: FORMAT.into(),
             registry: client.host().to_string(),
@@ -72,43 +77,70 @@ impl Inventory {
         };
         for repo in repositories {
             let mut r = RepositoryInventory::default();
-            for tag in client
+            let tags = client
                 .list_tags(repo)
                 .await
-                .with_context(|| format!("repository `{repo}`"))?
-            {
+                .with_context(|| format!("repository `{repo}`"))?;
+            for tag in tags {
                 let top = client.get_manifest(repo, &tag).await?;
                 r.tags.insert(tag, top.digest.clone());
-                let mut queue = vec![top];
-                while let Some(m) = queue.pop() {
-                    if !r.manifests.insert(m.digest.clone()) {
-                        continue;
-                    }
-                    match Manifest::parse(&m.bytes, Some(&m.media_type))
-                        .with_context(|| format!("manifest `{repo}@{}`", m.digest))?
-                    {
-                        Manifest::Index { manifests, .. } => {
-                            for child in manifests {
-                                match client.get_manifest(repo, child.digest.as_str()).await {
-                                    Ok(c) => queue.push(c),
-                                    // A partial index (platforms left out): not held.
-                                    Err(crate::registry::RegistryError::NotFound { .. }) => {}
-                                    Err(e) => return Err(e.into()),
-                                }
-                            }
-                        }
-                        Manifest::Image { config, layers, .. } => {
-                            for d in std::iter::once(config).chain(layers) {
-                                r.blobs.insert(d.digest, d.size);
-                            }
-                        }
-                    }
-                }
+                walk(client, repo, top, &mut r).await?;
             }
-            if !r.tags.is_empty() {
+            if !r.manifests.is_empty() {
                 inv.repositories.insert(repo.clone(), r);
             }
         }
+        for (repo, digest) in roots {
+            if inv
+                .repositories
+                .get(repo)
+                .is_some_and(|r| r.manifests.contains(digest))
+            {
+                continue;
+            }
+            let top = match client.get_manifest(repo, digest.as_str()).await {
+                Ok(m) => m,
+                Err(crate::registry::RegistryError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let r = inv.repositories.entry(repo.clone()).or_default();
+            walk(client, repo, top, r).await?;
+        }
         Ok(inv)
     }
+}
+
+/// Record a manifest and everything below it.
+async fn walk(
+    client: &RegistryClient,
+    repo: &str,
+    top: crate::registry::FetchedManifest,
+    r: &mut RepositoryInventory,
+) -> Result<()> {
+    let mut queue = vec![top];
+    while let Some(m) = queue.pop() {
+        if !r.manifests.insert(m.digest.clone()) {
+            continue;
+        }
+        match Manifest::parse(&m.bytes, Some(&m.media_type))
+            .with_context(|| format!("manifest `{repo}@{}`", m.digest))?
+        {
+            Manifest::Index { manifests, .. } => {
+                for child in manifests {
+                    match client.get_manifest(repo, child.digest.as_str()).await {
+                        Ok(c) => queue.push(c),
+                        // A partial index (platforms left out): not held.
+                        Err(crate::registry::RegistryError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Manifest::Image { config, layers, .. } => {
+                for d in std::iter::once(config).chain(layers) {
+                    r.blobs.insert(d.digest, d.size);
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -27,13 +27,27 @@ pub struct IndexEntry<'a> {
     pub reference: &'a str,
 }
 
+/// The media type an `index.json` descriptor gives a top manifest. Docker schema 2 manifests
+/// and lists get their OCI equivalents: containers/image (skopeo's `oci:` transport) skips
+/// every descriptor of another type, so a Docker-typed entry could not be found by its ref
+/// name. The manifest bytes (and so the digest) are untouched; `bundle.json` keeps the true
+/// media type, and `import` pushes with that one.
+pub fn descriptor_media_type(media_type: &str) -> &str {
+    use crate::registry::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+    match media_type {
+        DOCKER_MANIFEST => OCI_MANIFEST,
+        DOCKER_LIST => OCI_INDEX,
+        other => other,
+    }
+}
+
 /// `index.json`: every image of the bundle, found by its source reference.
 pub fn index_json(entries: &[IndexEntry<'_>]) -> Vec<u8> {
     let manifests: Vec<_> = entries
         .iter()
         .map(|e| {
             json!({
-                "mediaType": e.media_type,
+                "mediaType": descriptor_media_type(e.media_type),
                 "digest": e.digest,
                 "size": e.size,
                 "annotations": { REF_NAME: e.reference },

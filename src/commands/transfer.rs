@@ -258,24 +258,29 @@ pub async fn inventory(args: &InventoryArgs, global: &Global) -> Result<i32> {
         Arc::new(Stats::default()),
     )?;
     let mut repos = args.repos.clone();
-    if repos.is_empty() {
-        if let Some(job) = &job {
-            let mut d = dest.clone();
-            d.orgs = job.cache.clone();
-            for (r, _) in job.references()? {
-                let repo = d.repository(&r);
-                if !repos.contains(&repo) {
-                    repos.push(repo);
-                }
+    let mut roots = Vec::new();
+    if let Some(job) = &job {
+        let mut d = dest.clone();
+        d.orgs = job.cache.clone();
+        for (r, _) in job.references()? {
+            let repo = d.repository(&r);
+            if let Some(digest) = r.digest() {
+                roots.push((repo.clone(), digest.clone()));
             }
-        } else {
+            if args.repos.is_empty() && !repos.contains(&repo) {
+                repos.push(repo);
+            }
+        }
+    }
+    if repos.is_empty() {
+        {
             repos = client.catalog().await?;
             if let Some(p) = &dest.prefix {
                 repos.retain(|r| r.starts_with(&format!("{p}/")));
             }
         }
     }
-    let inv = Inventory::take(&client, &repos).await?;
+    let inv = Inventory::take(&client, &repos, &roots).await?;
     let text = serde_json::to_vec_pretty(&inv)?;
     match &args.output {
         Some(p) => crate::report::write_atomically(p, &text)?,

@@ -1,0 +1,292 @@
+//! copy, export, bundle verify, import and inventory against the lab: a fresh, empty
+//! destination registry with TLS and htpasswd auth (`Lab::start_registry`), skopeo as the judge.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+#[allow(unused)]
+const _: Option<(Duration, Instant)> = None;
+
+use common::{lab, read_report, sha256_hex, skopeo, Env};
+use prewarm::lab::ExtraRegistry;
+
+/// An auth file with the lab user for the upstream and for `dest`.
+fn auth_with(env: &Env, dest: &ExtraRegistry) -> PathBuf {
+    let path = env.dir.join("auth.json");
+    let mut auth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let entry = auth["auths"]["registry.redhat.io"].clone();
+    auth["auths"][&dest.address] = entry;
+    std::fs::write(&path, serde_json::to_vec(&auth).unwrap()).unwrap();
+    path
+}
+
+fn ca(env: &Env) -> String {
+    env.lab.ca_cert.display().to_string()
+}
+
+fn creds(env: &Env) -> String {
+    format!("{}:{}", env.lab.user, env.lab.password)
+}
+
+/// `skopeo inspect --raw` of `docker://REF` at the destination: the sha256 of the bytes.
+fn dest_digest(env: &Env, reference: &str) -> Option<String> {
+    let certs = env.dir.join("certs").display().to_string();
+    let out = skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        &certs,
+        "--creds",
+        &creds(env),
+        &format!("docker://{reference}"),
+    ]);
+    out.status
+        .success()
+        .then(|| format!("sha256:{}", sha256_hex(&out.stdout)))
+}
+
+/// Every seeded image, by digest and (when tagged) by tag, is at `prefix` with the source digest.
+fn assert_all_at(env: &Env, dest: &ExtraRegistry, repo_of: impl Fn(&str) -> String) {
+    for image in &env.seed.images {
+        let repo = repo_of(&image.repository_host());
+        let by_digest = format!("{}/{}@{}", dest.address, repo, image.digest);
+        assert_eq!(
+            dest_digest(env, &by_digest).as_deref(),
+            Some(image.digest.as_str()),
+            "{by_digest}"
+        );
+        if let Some(tag) = image.tag() {
+            let by_tag = format!("{}/{}:{}", dest.address, repo, tag);
+            assert_eq!(
+                dest_digest(env, &by_tag).as_deref(),
+                Some(image.digest.as_str()),
+                "{by_tag}"
+            );
+        }
+    }
+}
+
+trait SeededExt {
+    fn repository_host(&self) -> String;
+    fn tag(&self) -> Option<String>;
+}
+
+impl SeededExt for prewarm::lab::seed::SeededImage {
+    /// `host/repository` of the source.
+    fn repository_host(&self) -> String {
+        let r: prewarm::reference::Reference = self.reference.parse().unwrap();
+        r.repo_path()
+    }
+    fn tag(&self) -> Option<String> {
+        let r: prewarm::reference::Reference = self.reference.parse().unwrap();
+        r.tag().map(str::to_string)
+    }
+}
+
+/// `mirror/<source repository>` for `--to ADDR/mirror`.
+fn mirror_repo(repo_path: &str) -> String {
+    format!("mirror/{}", repo_path.split_once('/').unwrap().1)
+}
+
+/// Blob uploads completed (PUT …?digest=…, 201) per digest, from a registry's access log.
+fn blob_puts(env: &Env, dest: &ExtraRegistry) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (m, target, status) in env.lab.registry_requests(dest).unwrap() {
+        if m == "PUT" && target.contains("/blobs/uploads/") && status == 201 {
+            let digest = target
+                .split("digest=")
+                .nth(1)
+                .unwrap()
+                .split('&')
+                .next()
+                .unwrap();
+            *out.entry(digest.replace("%3A", ":")).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn writes(env: &Env, dest: &ExtraRegistry) -> usize {
+    env.lab
+        .registry_requests(dest)
+        .unwrap()
+        .iter()
+        .filter(|(m, _, _)| m == "PUT" || m == "POST" || m == "PATCH")
+        .count()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "zst"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn bundle_json(dir: &Path) -> serde_json::Value {
+    read_report(&dir.join("bundle.json"))
+}
+
+#[test]
+fn export_verify_import_into_a_fresh_tls_registry_keeps_every_digest() {
+    let mut env = lab("bundle-roundtrip");
+    let dest = env.lab.start_registry("dest").unwrap();
+    auth_with(&env, &dest);
+    let job = env.job.to_str().unwrap().to_string();
+    let bundle = env.dir.join("bundle");
+    let report = env.path("export.json");
+    let out = env.prewarm(&[
+        "export",
+        &job,
+        "-o",
+        bundle.to_str().unwrap(),
+        "--segment-size",
+        "3M",
+        "--report",
+        &report,
+    ]);
+    assert!(out.status.success());
+    let r = read_report(Path::new(&report));
+    assert_eq!(r["summary"]["exported"], env.seed.images.len(), "{r:#}");
+    let b = bundle_json(&bundle);
+    let segs = segments(&bundle);
+    assert!(segs.len() >= 3, "{segs:?}");
+    assert_eq!(segs.len(), b["segments"].as_array().unwrap().len());
+    assert!(segs
+        .iter()
+        .all(|s| std::fs::metadata(s).unwrap().len() <= 3 << 20));
+    // Every blob of every image (all platforms: an index is kept byte for byte) is inside.
+    let inside: BTreeSet<String> = b["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(inside, env.seed.unique_blobs().keys().cloned().collect());
+    let unique_bytes: u64 = env.seed.unique_blobs().values().sum();
+    let compressed: u64 = segs
+        .iter()
+        .map(|s| std::fs::metadata(s).unwrap().len())
+        .sum();
+    eprintln!("bundle {compressed} bytes for {unique_bytes} unique blob bytes");
+    assert!((compressed as f64) <= unique_bytes as f64 * 1.02);
+
+    // The segments, joined, decompressed and unpacked, are an OCI layout skopeo reads.
+    let layout = env.dir.join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    let script = format!(
+        "cat {} | zstd -dc | tar -x -C {}",
+        segs.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        layout.display()
+    );
+    assert!(Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    for image in &env.seed.images {
+        let out = skopeo(&[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{}", layout.display(), image.reference),
+        ]);
+        assert!(out.status.success(), "oci layout: {}", image.reference);
+        assert_eq!(format!("sha256:{}", sha256_hex(&out.stdout)), image.digest);
+    }
+
+    let out = env.prewarm(&["bundle", "verify", bundle.to_str().unwrap()]);
+    assert!(out.status.success());
+
+    // A corrupted and a truncated segment: verify names both, import pushes nothing.
+    let broken = env.dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for e in std::fs::read_dir(&bundle).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, broken.join(p.file_name().unwrap())).unwrap();
+    }
+    let bsegs = segments(&broken);
+    let mut bytes = std::fs::read(&bsegs[1]).unwrap();
+    bytes[1000] ^= 0x40;
+    std::fs::write(&bsegs[1], bytes).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bsegs[2])
+        .unwrap();
+    f.set_len(1234).unwrap();
+    let out = env.prewarm(&["bundle", "verify", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        err.contains(&format!("{}: corrupted", name(&bsegs[1]))),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}: truncated", name(&bsegs[2]))),
+        "{err}"
+    );
+    let to = format!("{}/mirror", dest.address);
+    let out = env.prewarm(&[
+        "import",
+        broken.to_str().unwrap(),
+        "--to",
+        &to,
+        "--to-ca",
+        &ca(&env),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&name(&bsegs[1])) && err.contains(&name(&bsegs[2])),
+        "{err}"
+    );
+    assert_eq!(
+        writes(&env, &dest),
+        0,
+        "a push happened before the bundle was verified"
+    );
+
+    // The good bundle imports; every image at the destination has its source digest.
+    let report = env.path("import.json");
+    let out = env.prewarm(&[
+        "import",
+        bundle.to_str().unwrap(),
+        "--to",
+        &to,
+        "--to-ca",
+        &ca(&env),
+        "--report",
+        &report,
+    ]);
+    assert!(out.status.success());
+    let r = read_report(Path::new(&report));
+    assert_eq!(r["summary"]["copied"], env.seed.images.len(), "{r:#}");
+    env.lab.stop_upstreams();
+    assert_all_at(&env, &dest, mirror_repo);
+    // Each blob was uploaded once; the other repositories got it by a mount.
+    let puts = blob_puts(&env, &dest);
+    assert!(puts.values().all(|&n| n == 1), "{puts:?}");
+    assert_eq!(puts.len(), env.seed.unique_blobs().len());
+
+    // Imported again: nothing is pushed.
+    let before = blob_puts(&env, &dest);
+    let out = env.prewarm(&[
+        "import",
+        bundle.to_str().unwrap(),
+        "--to",
+        &to,
+        "--to-ca",
+        &ca(&env),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(blob_puts(&env, &dest), before);
+}
