@@ -7,8 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-#[allow(unused)]
-const _: Option<(Duration, Instant)> = None;
 
 use common::{lab, read_report, sha256_hex, skopeo, Env};
 use prewarm::lab::ExtraRegistry;
@@ -289,4 +287,275 @@ fn export_verify_import_into_a_fresh_tls_registry_keeps_every_digest() {
     ]);
     assert!(out.status.success());
     assert_eq!(blob_puts(&env, &dest), before);
+}
+
+#[test]
+fn copy_into_a_fresh_tls_registry_by_cache_orgs_keeps_every_digest() {
+    let mut env = lab("bundle-copy");
+    let dest = env.lab.start_registry("copydest").unwrap();
+    auth_with(&env, &dest);
+    let job = env.job.to_str().unwrap().to_string();
+    let report = env.path("copy.json");
+    let out = env.prewarm(&[
+        "copy",
+        &job,
+        "--to",
+        &dest.address,
+        "--to-ca",
+        &ca(&env),
+        "--report",
+        &report,
+    ]);
+    assert!(out.status.success());
+    let r = read_report(Path::new(&report));
+    assert_eq!(r["summary"]["copied"], env.seed.images.len(), "{r:#}");
+    env.lab.stop_upstreams();
+    // No prefix: the cache-org mapping, `cache_quay_io/…`, `cache_registry_redhat_io/…`.
+    assert_all_at(&env, &dest, |repo_path| {
+        let (host, rest) = repo_path.split_once('/').unwrap();
+        format!("{}/{rest}", prewarm::job::default_org(host))
+    });
+    let puts = blob_puts(&env, &dest);
+    assert!(puts.values().all(|&n| n == 1), "{puts:?}");
+    assert_eq!(puts.len(), env.seed.unique_blobs().len());
+    // Blobs shared between repositories were mounted, not uploaded again.
+    let mounts = env
+        .lab
+        .registry_requests(&dest)
+        .unwrap()
+        .iter()
+        .filter(|(m, t, s)| m == "POST" && t.contains("mount=") && *s == 201)
+        .count();
+    assert!(mounts > 0);
+
+    // A second copy moves nothing.
+    env.lab.start_upstreams().unwrap();
+    let out = env.prewarm(&["copy", &job, "--to", &dest.address, "--to-ca", &ca(&env)]);
+    assert!(out.status.success());
+    assert_eq!(blob_puts(&env, &dest), puts);
+}
+
+#[test]
+fn incremental_export_carries_exactly_the_changed_image() {
+    let mut env = lab("bundle-incremental");
+    let dest = env.lab.start_registry("far").unwrap();
+    auth_with(&env, &dest);
+    let job = env.job.to_str().unwrap().to_string();
+    let to = format!("{}/mirror", dest.address);
+    let first = env.dir.join("first");
+    assert!(env
+        .prewarm(&["export", &job, "-o", first.to_str().unwrap()])
+        .status
+        .success());
+    assert!(env
+        .prewarm(&[
+            "import",
+            first.to_str().unwrap(),
+            "--to",
+            &to,
+            "--to-ca",
+            &ca(&env)
+        ])
+        .status
+        .success());
+
+    // The far site's inventory.
+    let inventory = env.path("inventory.json");
+    let out = env.prewarm(&[
+        "inventory",
+        "--registry",
+        &to,
+        "--job",
+        &job,
+        "--ca",
+        &ca(&env),
+        "-o",
+        &inventory,
+    ]);
+    assert!(out.status.success());
+
+    // One tagged image changes upstream: a new layer and config under the same tag.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let changed = rt.block_on(async {
+        use prewarm::lab::seed::{tar_layer, Compression, Format, ImageSpec, Pusher};
+        let pusher = Pusher::new(&env.lab.quay_target()).await.unwrap();
+        let layer = tar_layer(
+            &[("etc/changed", prewarm::lab::seed::random_bytes(42, 200_000))],
+            Compression::Gzip,
+        );
+        let labels = [("changed".to_string(), "yes".to_string())]
+            .into_iter()
+            .collect();
+        let spec = ImageSpec::linux(Format::Oci, "amd64", labels, vec![layer]);
+        pusher
+            .push_image("openshift/origin-cli", Some("4.20"), &spec)
+            .await
+            .unwrap()
+    });
+
+    let second = env.dir.join("second");
+    let out = env.prewarm(&[
+        "export",
+        &job,
+        "-o",
+        second.to_str().unwrap(),
+        "--have",
+        &inventory,
+    ]);
+    assert!(out.status.success());
+    let b = bundle_json(&second);
+    let blobs: BTreeMap<String, u64> = b["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["digest"].as_str().unwrap().to_string(),
+                x["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let manifests: BTreeMap<String, u64> = b["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["digest"].as_str().unwrap().to_string(),
+                x["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want_blobs: BTreeMap<String, u64> = changed.blobs.iter().cloned().collect();
+    let want_manifests: BTreeMap<String, u64> = changed
+        .manifests
+        .iter()
+        .map(|(d, _, s)| (d.clone(), *s))
+        .collect();
+    assert_eq!(blobs.len(), 2, "a new layer and a new config");
+    assert_eq!(blobs, want_blobs);
+    assert_eq!(manifests, want_manifests);
+    assert_eq!(
+        b["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["size"].as_u64().unwrap())
+            .sum::<u64>()
+            + b["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["size"].as_u64().unwrap())
+                .sum::<u64>(),
+        want_blobs.values().sum::<u64>() + want_manifests.values().sum::<u64>()
+    );
+    // Everything else is left out as present at the far site.
+    assert!(b["present_manifests"].as_array().unwrap().len() > 40);
+
+    // Imported, the far site serves the new content under the tag; the rest is unchanged.
+    let out = env.prewarm(&[
+        "import",
+        second.to_str().unwrap(),
+        "--to",
+        &to,
+        "--to-ca",
+        &ca(&env),
+    ]);
+    assert!(out.status.success());
+    let tag = format!("{}/mirror/openshift/origin-cli:4.20", dest.address);
+    assert_eq!(
+        dest_digest(&env, &tag).as_deref(),
+        Some(changed.digest.as_str())
+    );
+    for image in env
+        .seed
+        .images
+        .iter()
+        .filter(|i| !i.reference.contains("origin-cli"))
+    {
+        let by_digest = format!(
+            "{}/{}@{}",
+            dest.address,
+            mirror_repo(&image.repository_host()),
+            image.digest
+        );
+        assert_eq!(
+            dest_digest(&env, &by_digest).as_deref(),
+            Some(image.digest.as_str())
+        );
+    }
+}
+
+#[test]
+fn an_import_killed_halfway_resumes_without_pushing_finished_blobs_again() {
+    let mut env = lab("bundle-resume");
+    let dest = env.lab.start_registry("resume").unwrap();
+    let auth = auth_with(&env, &dest);
+    let job = env.job.to_str().unwrap().to_string();
+    let bundle = env.dir.join("bundle");
+    assert!(env
+        .prewarm(&["export", &job, "-o", bundle.to_str().unwrap()])
+        .status
+        .success());
+    let to = format!("{}/mirror", dest.address);
+    let total = env.seed.unique_blobs().len();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+        .args([
+            "import",
+            bundle.to_str().unwrap(),
+            "--to",
+            &to,
+            "--to-ca",
+            &ca(&env),
+            "-q",
+        ])
+        .arg("--authfile")
+        .arg(&auth)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .spawn()
+        .unwrap();
+    // Kill it once a few blobs have been uploaded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while blob_puts(&env, &dest).len() < 5 {
+        assert!(Instant::now() < deadline, "no uploads seen");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "import ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = blob_puts(&env, &dest);
+    eprintln!("killed after {} of {total} blob uploads", before.len());
+    assert!(before.len() < total, "the import finished before the kill");
+
+    let report = env.path("resume.json");
+    let out = env.prewarm(&[
+        "import",
+        bundle.to_str().unwrap(),
+        "--to",
+        &to,
+        "--to-ca",
+        &ca(&env),
+        "--report",
+        &report,
+    ]);
+    assert!(out.status.success());
+    let after = blob_puts(&env, &dest);
+    // Every blob uploaded exactly once over both runs: the finished ones were not pushed again.
+    assert_eq!(after.len(), total);
+    for (digest, n) in &after {
+        assert_eq!(*n, 1, "{digest} uploaded {n} times");
+    }
+    for digest in before.keys() {
+        assert_eq!(after[digest], 1);
+    }
+    assert_all_at(&env, &dest, mirror_repo);
 }
