@@ -466,6 +466,10 @@ async fn export_blob(
                     }
                     hasher.update(&c);
                     work.reporter.bytes(c.len() as u64);
+                    work.registries
+                        .stats
+                        .bytes
+                        .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     tx.send(ToTar::Chunk(c)).await.map_err(|_| stopped())?;
                 }
                 Err(e) => {

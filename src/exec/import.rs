@@ -247,8 +247,43 @@ pub async fn import(
         let bundle = bundle.clone();
         tokio::task::spawn_blocking(move || read_tar(dir, &bundle, tx))
     };
+    // What the destination holds already, asked up front and concurrently: a rerun after an
+    // interruption skips its finished blobs here.
+    let held: BTreeSet<Digest> = futures::stream::iter(by_digest.values())
+        .map(|item| async move {
+            let there = target.head_blob(&item.repository, &item.digest).await;
+            (item.digest.clone(), matches!(there, Ok(Some(_))))
+        })
+        .buffer_unordered(work.jobs)
+        .filter_map(|(d, there)| async move { there.then_some(d) })
+        .collect()
+        .await;
     let mut manifests: BTreeMap<Digest, Bytes> = BTreeMap::new();
-    while let Some(msg) = rx.recv().await {
+    // Uploads in flight: the stream moves on to the next blob once a blob's bytes are all
+    // handed over, so small blobs upload side by side; `jobs` bounds them (and the memory).
+    let mut uploads = futures::stream::FuturesUnordered::new();
+    let finished = |item: PushItem, result: Result<Pushed, String>| {
+        if let Err(e) = &result {
+            failed_digests
+                .lock()
+                .expect("lock")
+                .insert(item.digest.clone(), e.clone());
+        }
+        record(work, &outcomes, &item, &result);
+        work.reporter
+            .item_done(&item.digest.short(), result.is_ok());
+    };
+    loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => m,
+                None => break,
+            },
+            Some((item, result)) = uploads.next(), if !uploads.is_empty() => {
+                finished(item, result);
+                continue;
+            }
+        };
         match msg {
             FromTar::Manifest { digest, bytes } => {
                 let actual = Digest::sha256_of(&bytes);
@@ -266,22 +301,32 @@ pub async fn import(
                     let _ = reply.send(None);
                     continue;
                 };
-                let mut reply = Some(reply);
-                let result = push_streamed(target, &item, size, &mut reply).await;
-                if let Some(r) = reply.take() {
-                    let _ = r.send(None);
+                if held.contains(&digest) {
+                    let _ = reply.send(None);
+                    finished(item, Ok(Pushed::Present));
+                    continue;
                 }
-                if let Err(e) = &result {
-                    failed_digests
-                        .lock()
-                        .expect("lock")
-                        .insert(item.digest.clone(), e.clone());
+                while uploads.len() >= work.jobs {
+                    if let Some((item, result)) = uploads.next().await {
+                        finished(item, result);
+                    }
                 }
-                record(work, &outcomes, &item, &result);
-                work.reporter
-                    .item_done(&item.digest.short(), result.is_ok());
+                match target.start_upload(&item.repository).await {
+                    Ok(location) => {
+                        let (bytes_tx, bytes_rx) = mpsc::channel(8);
+                        let _ = reply.send(Some(bytes_tx));
+                        uploads.push(upload(target, item, location, size, bytes_rx));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(None);
+                        finished(item, Err(e.to_string()));
+                    }
+                }
             }
         }
+    }
+    while let Some((item, result)) = uploads.next().await {
+        finished(item, result);
     }
     let read = reader.await.context("the bundle reading thread")?;
     read.with_context(|| format!("bundle {}", dir.display()))?;
@@ -369,32 +414,16 @@ pub async fn import(
     }))
 }
 
-/// HEAD, then (if missing) open an upload and ask the reading thread for the bytes.
-async fn push_streamed(
+/// One streamed upload into an opened session, fed by the reading thread.
+async fn upload(
     target: &RegistryClient,
-    item: &PushItem,
+    item: PushItem,
+    location: String,
     size: u64,
-    reply: &mut Option<oneshot::Sender<Option<mpsc::Sender<std::io::Result<Bytes>>>>>,
-) -> Result<Pushed, String> {
-    if target
-        .head_blob(&item.repository, &item.digest)
-        .await
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
-        return Ok(Pushed::Present);
-    }
-    let location = target
-        .start_upload(&item.repository)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (bytes_tx, bytes_rx) = mpsc::channel(8);
-    if let Some(r) = reply.take() {
-        r.send(Some(bytes_tx))
-            .map_err(|_| "the bundle reading thread stopped".to_string())?;
-    }
-    let (body, failure) = verified_body(item.digest.clone(), size, receiver_stream(bytes_rx), None);
-    match target
+    bytes: mpsc::Receiver<std::io::Result<Bytes>>,
+) -> (PushItem, Result<Pushed, String>) {
+    let (body, failure) = verified_body(item.digest.clone(), size, receiver_stream(bytes), None);
+    let result = match target
         .finish_upload(&item.repository, &location, &item.digest, size, body)
         .await
     {
@@ -403,5 +432,6 @@ async fn push_streamed(
             Some(why) => format!("bundle: {why}"),
             None => e.to_string(),
         }),
-    }
+    };
+    (item, result)
 }
