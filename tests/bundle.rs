@@ -559,3 +559,42 @@ fn an_import_killed_halfway_resumes_without_pushing_finished_blobs_again() {
     }
     assert_all_at(&env, &dest, mirror_repo);
 }
+
+#[test]
+fn bad_input_is_one_line_naming_the_file_or_flag() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("prewarm-bad-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let (code, err) = run(&["import", d, "--to", "127.0.0.1:1/x"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not a bundle") && err.contains(d), "{err}");
+    std::fs::write(
+        dir.join("bundle.json"),
+        r#"{"format":"prewarm-bundle/1","segmnts":[]}"#,
+    )
+    .unwrap();
+    let (code, err) = run(&["bundle", "verify", d]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("bundle.json") && err.contains("segmnts"),
+        "{err}"
+    );
+    let (code, err) = run(&["export", "job.yaml", "-o", d, "--segment-size", "12Q"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("12Q"), "{err}");
+    let (code, err) = run(&["import", d, "--to", "/nohost"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--to"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -204,8 +204,8 @@ fn empty_job() -> Result<Job> {
 
 pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
     let (started, started_at) = (Instant::now(), state::now());
-    let bundle = BundleManifest::load(&args.dir)?;
     let dest = Destination::parse(&args.destination.to)?;
+    let bundle = BundleManifest::load(&args.dir)?;
     let auth = AuthStore::discover(global.authfile.as_deref())?;
     let job = Arc::new(empty_job()?);
     let registries = Registries::new(job.clone(), auth.clone(), retry(global));
