@@ -34,7 +34,7 @@ use crate::report::{ImageReport, ImageStatus};
 /// zstd level: fast; layers are already compressed, the rest is small.
 const ZSTD_LEVEL: i32 = 1;
 /// Chunks in flight between the downloads and the writer thread.
-const CHANNEL_CHUNKS: usize = 64;
+const CHANNEL_CHUNKS: usize = 16;
 
 pub struct ExportOptions<'a> {
     pub dir: &'a Path,

@@ -211,25 +211,30 @@ pub async fn import(
         .for_each_concurrent(work.jobs, |item| {
             let (outcomes, failed_digests, present) = (&outcomes, &failed_digests, &present);
             async move {
-                let from = present.get(&item.digest).copied();
+                let from = present.get(&item.digest).copied().unwrap_or_default();
                 let result = target
-                    .push_blob(&item.repository, &item.digest, item.size, from, || async {
-                        Err::<ChunkStream, _>(RegistryError::NotFound {
-                            host: target.host().to_string(),
-                            what: format!(
-                                "blob `{}` (left out of the bundle: the inventory said `{}` holds it)",
-                                item.digest,
-                                from.unwrap_or("?")
-                            ),
-                        })
-                    })
+                    .push_blob(
+                        &item.repository,
+                        &item.digest,
+                        item.size,
+                        Some(from),
+                        || copy_within(target, from, &item),
+                    )
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| {
+                        format!(
+                            "{e} (left out of the bundle: the inventory said `{from}` holds it)"
+                        )
+                    });
                 if let Err(e) = &result {
-                    failed_digests.lock().expect("lock").insert(item.digest.clone(), e.clone());
+                    failed_digests
+                        .lock()
+                        .expect("lock")
+                        .insert(item.digest.clone(), e.clone());
                 }
                 record(work, outcomes, &item, &result);
-                work.reporter.item_done(&item.digest.short(), result.is_ok());
+                work.reporter
+                    .item_done(&item.digest.short(), result.is_ok());
             }
         })
         .await;
@@ -349,24 +354,31 @@ pub async fn import(
         .for_each_concurrent(work.jobs, |(item, from)| {
             let (outcomes, failed_digests, present) = (&outcomes, &failed_digests, &present);
             async move {
-                let earlier = failed_digests.lock().expect("lock").get(&item.digest).cloned();
-                let from = present.get(&item.digest).map(|s| s.to_string()).unwrap_or(from);
+                let earlier = failed_digests
+                    .lock()
+                    .expect("lock")
+                    .get(&item.digest)
+                    .cloned();
+                let from = present
+                    .get(&item.digest)
+                    .map(|s| s.to_string())
+                    .unwrap_or(from);
                 let result = match earlier {
                     Some(e) => Err(e),
                     None => target
-                        .push_blob(&item.repository, &item.digest, item.size, Some(&from), || async {
-                            Err::<ChunkStream, _>(RegistryError::Status {
-                                host: target.host().to_string(),
-                                what: format!("mount of blob `{}` from `{from}` into `{}`", item.digest, item.repository),
-                                status: 202,
-                                detail: "the registry did not mount it and the bundle stream is past it".into(),
-                            })
-                        })
+                        .push_blob(
+                            &item.repository,
+                            &item.digest,
+                            item.size,
+                            Some(&from),
+                            || copy_within(target, &from, &item),
+                        )
                         .await
                         .map_err(|e| e.to_string()),
                 };
                 record(work, outcomes, &item, &result);
-                work.reporter.item_done(&item.digest.short(), result.is_ok());
+                work.reporter
+                    .item_done(&item.digest.short(), result.is_ok());
             }
         })
         .await;
@@ -412,6 +424,17 @@ pub async fn import(
             ImageStatus::Present
         }
     }))
+}
+
+/// Where a registry answers a mount with 202 (not mounted), the bytes are read back from the
+/// repository of the same registry that holds them and uploaded, verified.
+async fn copy_within(
+    target: &RegistryClient,
+    from: &str,
+    item: &PushItem,
+) -> Result<ChunkStream, RegistryError> {
+    let stream = target.blob_stream(from, &item.digest).await?;
+    Ok(verified_body(item.digest.clone(), item.size, stream, None).0)
 }
 
 /// One streamed upload into an opened session, fed by the reading thread.

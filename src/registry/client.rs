@@ -373,7 +373,9 @@ impl RegistryClient {
         service: Option<&str>,
         scope: &str,
     ) -> Result<String, RegistryError> {
-        let mut query = vec![("scope", scope.to_string())];
+        // Several scopes (a mount needs push on one repository and pull on another) are
+        // separate `scope` parameters.
+        let mut query: Vec<_> = scope.split(' ').map(|s| ("scope", s.to_string())).collect();
         if let Some(s) = service {
             query.push(("service", s.to_string()));
         }

@@ -50,10 +50,24 @@ impl RegistryClient {
         repository: &str,
         force_new: bool,
     ) -> Result<Option<HeaderValue>, RegistryError> {
+        self.push_authorization_from(repository, None, force_new)
+            .await
+    }
+
+    /// As [`Self::push_authorization`], plus pull on `from` (a mount's source repository).
+    async fn push_authorization_from(
+        &self,
+        repository: &str,
+        from: Option<&str>,
+        force_new: bool,
+    ) -> Result<Option<HeaderValue>, RegistryError> {
         let (_, challenge) = self.base().await?;
         match challenge {
             Challenge::Bearer { realm, service } => {
-                let scope = format!("repository:{repository}:pull,push");
+                let mut scope = format!("repository:{repository}:pull,push");
+                if let Some(from) = from.filter(|f| *f != repository) {
+                    scope.push_str(&format!(" repository:{from}:pull"));
+                }
                 if !force_new {
                     if let Some((token, until)) =
                         self.tokens.lock().expect("token lock").get(&scope)
@@ -89,9 +103,24 @@ impl RegistryClient {
         headers: HeaderMap,
         body: Option<Bytes>,
     ) -> Result<Response, RegistryError> {
+        self.send_push_from(method, repository, None, url, headers, body)
+            .await
+    }
+
+    async fn send_push_from(
+        &self,
+        method: Method,
+        repository: &str,
+        from: Option<&str>,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<Response, RegistryError> {
         let mut renewed = false;
         loop {
-            let auth = self.push_authorization(repository, renewed).await?;
+            let auth = self
+                .push_authorization_from(repository, from, renewed)
+                .await?;
             let resp = self
                 .send_raw(self.retry.attempts, || {
                     let mut req = self
@@ -167,7 +196,7 @@ impl RegistryClient {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         let resp = self
-            .send_push(Method::POST, repository, &url, headers, None)
+            .send_push_from(Method::POST, repository, Some(from), &url, headers, None)
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
