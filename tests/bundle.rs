@@ -598,3 +598,26 @@ fn bad_input_is_one_line_naming_the_file_or_flag() {
     assert!(err.contains("--to"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_bundle_subcommand_help_has_an_example() {
+    for sub in [
+        &["copy"][..],
+        &["export"],
+        &["import"],
+        &["inventory"],
+        &["bundle", "verify"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args(sub)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Example:") && text.contains(&format!("prewarm {}", sub.join(" "))),
+            "{sub:?}: {text}"
+        );
+    }
+}

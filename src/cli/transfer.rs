@@ -102,7 +102,7 @@ pub enum BundleCommand {
     /// Check every segment's size and sha256 against bundle.json; name each missing,
     /// truncated or corrupted segment.
     #[command(
-        after_help = "Exit status: 0 when every segment is whole, 1 when any is not, 2 on bad input."
+        after_help = "Example:\n  prewarm bundle verify /media/usb/bundle\n\nExit status: 0 when every segment is whole, 1 when any is not, 2 on bad input."
     )]
     Verify {
         /// The bundle directory.
