@@ -200,7 +200,10 @@ async fn push_asks_push_scopes_uploads_after_a_202_mount_and_never_completes_wro
         .await
         .unwrap();
     assert_eq!(pushed, Pushed::Uploaded(blob.len() as u64));
-    assert_eq!(peer.uploaded.lock().unwrap().as_slice(), &[blob.clone()]);
+    assert_eq!(
+        peer.uploaded.lock().unwrap().as_slice(),
+        std::slice::from_ref(&blob)
+    );
     let scopes = peer.scopes.lock().unwrap().clone();
     assert!(
         scopes
