@@ -621,3 +621,110 @@ fn every_bundle_subcommand_help_has_an_example() {
         );
     }
 }
+
+#[test]
+fn a_blob_missing_upstream_fails_its_image_and_the_rest_is_exported_and_imported() {
+    let mut env = lab("bundle-missing-blob");
+    let dest = env.lab.start_registry("partial").unwrap();
+    auth_with(&env, &dest);
+    // A layer only one quay image has: delete its data from the upstream's storage.
+    let counts: BTreeMap<String, usize> = env
+        .seed
+        .images
+        .iter()
+        .flat_map(|i| i.blobs.iter().map(|(d, _)| d.clone()))
+        .fold(BTreeMap::new(), |mut m, d| {
+            *m.entry(d).or_default() += 1;
+            m
+        });
+    let (victim, digest) = env
+        .seed
+        .images
+        .iter()
+        .filter(|i| i.reference.starts_with("quay.io/"))
+        .find_map(|i| {
+            let d = i.blobs.iter().rev().find(|(d, _)| counts[d] == 1)?;
+            Some((i.clone(), d.0.clone()))
+        })
+        .expect("an unshared quay blob");
+    let data = prewarm::lab::blob_data_path(&env.lab.quay_storage, &digest.parse().unwrap());
+    std::fs::remove_file(&data).unwrap();
+
+    let job = env.job.to_str().unwrap().to_string();
+    let bundle = env.dir.join("bundle");
+    let report = env.path("export.json");
+    let out = env.prewarm(&[
+        "--retries",
+        "2",
+        "export",
+        &job,
+        "-o",
+        bundle.to_str().unwrap(),
+        "--report",
+        &report,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "one image failed");
+    let r = read_report(Path::new(&report));
+    let failed: Vec<&serde_json::Value> = r["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{r:#}");
+    assert_eq!(failed[0]["reference"], victim.reference);
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains(&digest),
+        "{r:#}"
+    );
+    let b = bundle_json(&bundle);
+    assert_eq!(
+        b["images"].as_array().unwrap().len(),
+        env.seed.images.len() - 1
+    );
+    assert!(!b["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["digest"] == digest));
+    assert!(env
+        .prewarm(&["bundle", "verify", bundle.to_str().unwrap()])
+        .status
+        .success());
+
+    // Nothing of the failed image is in the layout, and the rest imports whole.
+    let to = format!("{}/mirror", dest.address);
+    let out = env.prewarm(&[
+        "import",
+        bundle.to_str().unwrap(),
+        "--to",
+        &to,
+        "--to-ca",
+        &ca(&env),
+    ]);
+    assert!(out.status.success());
+    for image in env
+        .seed
+        .images
+        .iter()
+        .filter(|i| i.reference != victim.reference)
+    {
+        let by_digest = format!(
+            "{}/{}@{}",
+            dest.address,
+            mirror_repo(&image.repository_host()),
+            image.digest
+        );
+        assert_eq!(
+            dest_digest(&env, &by_digest).as_deref(),
+            Some(image.digest.as_str())
+        );
+    }
+    let missing = format!(
+        "{}/{}@{}",
+        dest.address,
+        mirror_repo(&victim.repository_host()),
+        victim.digest
+    );
+    assert_eq!(dest_digest(&env, &missing), None);
+}
