@@ -38,7 +38,6 @@ eval "$(lab env)"
 job="$W/job.yaml"
 auth="$W/auth.json"
 certs="$W/certs"
-creds=$(python3 -c "import json,base64;print(base64.b64decode(json.load(open('$auth'))['auths']['registry.redhat.io']['auth']).decode())")
 
 # A fresh, empty registry on a free port; echoes its address.
 fresh_registry() { # name
@@ -88,7 +87,7 @@ echo "images: $(wc -l < "$W/images.tsv")"
 skopeo_export() {
   rm -rf "$W/oci" && mkdir -p "$W/oci"
   while IFS=$'\t' read -r n host src repo ref; do
-    if [ "$host" = quay.io ]; then tls=(--src-tls-verify=false); else tls=(--src-cert-dir "$certs" --src-creds "$creds"); fi
+    if [ "$host" = quay.io ]; then tls=(--src-tls-verify=false); else tls=(--src-cert-dir "$certs" --src-authfile "$auth"); fi
     skopeo copy --quiet --all "${tls[@]}" "docker://$src" "oci:$W/oci:img$n"
   done < "$W/images.tsv"
   tar -C "$W/oci" -cf - . | zstd -1 -q -o "$W/skopeo-bundle.tar.zst"
@@ -101,7 +100,7 @@ skopeo_import() {
   done < "$W/images.tsv"
 }
 export -f skopeo_export skopeo_import
-export W certs creds
+export W certs auth
 
 measure prewarm-export "$prewarm" export "$job" --authfile "$auth" -q -o "$W/bundle"
 measure skopeo-export bash -c skopeo_export

@@ -26,10 +26,6 @@ fn ca(env: &Env) -> String {
     env.lab.ca_cert.display().to_string()
 }
 
-fn creds(env: &Env) -> String {
-    format!("{}:{}", env.lab.user, env.lab.password)
-}
-
 /// `skopeo inspect --raw` of `docker://REF` at the destination: the sha256 of the bytes.
 fn dest_digest(env: &Env, reference: &str) -> Option<String> {
     let certs = env.dir.join("certs").display().to_string();
@@ -38,8 +34,8 @@ fn dest_digest(env: &Env, reference: &str) -> Option<String> {
         "--raw",
         "--cert-dir",
         &certs,
-        "--creds",
-        &creds(env),
+        "--authfile",
+        &env.auth.display().to_string(),
         &format!("docker://{reference}"),
     ]);
     out.status
