@@ -25,9 +25,9 @@ W=$PREWARM_LAB_DIR
 [ -f "$W/lab.json" ] && lab down >/dev/null 2>&1 || true
 rm -rf "$W"
 lab up >/dev/null
-registries=()
 cleanup() {
-  for pid in "${registries[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # fresh_registry runs in a command substitution (a subshell): its PIDs are kept in files.
+  for f in "$W"/dest-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   lab down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -52,7 +52,7 @@ http: {addr: 127.0.0.1:$port}
 health: {storagedriver: {enabled: false}}
 YML
   docker-registry serve "$W/dest-$name.yml" > "$W/dest-$name.log" 2>&1 &
-  registries+=($!)
+  echo $! > "$W/dest-$name.pid"
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
   echo "127.0.0.1:$port"
 }
