@@ -6,6 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::job::ResolveVia;
 
+mod transfer;
+pub use transfer::{
+    parse_size, BundleCommand, CopyArgs, DestinationArgs, ExportArgs, ImportArgs, InventoryArgs,
+};
+
 /// Warm a pull-through registry cache (Quay cache orgs) with everything an OpenShift cluster
 /// will pull, and prove the cache holds it.
 #[derive(Debug, Parser)]
@@ -72,6 +77,30 @@ pub enum Command {
         after_help = "Example:\n  prewarm mirror-config --quay mirror.example:8443 --format registries.conf\n  prewarm mirror-config --job job.yaml --format idms --source-policy never-contact-source -o idms.yaml\n  prewarm mirror-config --quay mirror.example:8443 --format machineconfig | oc apply -f -\n\nThe upstreams are the hosts of --domain-list (default image-lists/mirror.domain.list) or the\njob's images; each maps to its cache org as the job's `cache.orgs` / `cache_<host>` rule says."
     )]
     MirrorConfig(crate::mirrorconf::MirrorConfigArgs),
+    /// Push every image of the plan into a registry's repositories, digests unchanged.
+    #[command(
+        after_help = "Example:\n  prewarm copy job.yaml --to mirror.example:8443/ocp --report copy.json\n\nExit status: 0 when every image is at the destination, 1 when any image failed, 2 on bad input."
+    )]
+    Copy(CopyArgs),
+    /// Write every image of the plan into a bundle (an OCI layout as zstd-compressed tar
+    /// segments) for a site with no network.
+    #[command(
+        after_help = "Example:\n  prewarm export job.yaml -o /media/usb/bundle --segment-size 4095M\n  prewarm export job.yaml -o bundle-2 --have far-site-inventory.json\n\nExit status: 0 when every image is in the bundle, 1 when any image failed, 2 on bad input."
+    )]
+    Export(ExportArgs),
+    /// Verify a bundle, then stream it into a registry without unpacking it.
+    #[command(
+        after_help = "Example:\n  prewarm import /media/usb/bundle --to mirror.local:8443\n\nRerun after an interruption: finished blobs are found with a HEAD and not pushed again.\n\nExit status: 0 when every image is at the destination, 1 when any image failed, 2 on bad input (or a bad segment)."
+    )]
+    Import(ImportArgs),
+    /// List the digests a registry already holds, for `export --have`.
+    #[command(
+        after_help = "Example:\n  prewarm inventory --registry mirror.local:8443 --job job.yaml -o inventory.json"
+    )]
+    Inventory(InventoryArgs),
+    /// Bundle tools.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
 }
 
 #[derive(Debug, Args)]

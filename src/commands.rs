@@ -17,6 +17,8 @@ use crate::registry::{Registries, RetryPolicy};
 use crate::report::{RunReport, RunSummary};
 use crate::state::{self, State};
 
+pub mod transfer;
+
 /// Exit status when some images failed or are missing; bad input is 2 (see `main`).
 pub const EXIT_INCOMPLETE: i32 = 1;
 

@@ -6,6 +6,7 @@
 //! stage uses; [`progress`] is the only place that draws.
 
 pub mod auth;
+pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod exec;

@@ -37,6 +37,11 @@ fn main() -> ExitCode {
             Command::Refresh(args) => commands::refresh(args, &cli.global).await,
             Command::Quay(args) => prewarm::quay::run(args).await,
             Command::MirrorConfig(args) => prewarm::mirrorconf::run(args),
+            Command::Copy(args) => commands::transfer::copy(args, &cli.global).await,
+            Command::Export(args) => commands::transfer::export(args, &cli.global).await,
+            Command::Import(args) => commands::transfer::import(args, &cli.global).await,
+            Command::Inventory(args) => commands::transfer::inventory(args, &cli.global).await,
+            Command::Bundle(command) => commands::transfer::bundle(command, &cli.global).await,
         }
     });
     match result {

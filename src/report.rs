@@ -23,6 +23,10 @@ pub enum ImageStatus {
     /// `verify`: something is missing (see `missing`).
     Missing,
     Failed,
+    /// `copy`/`import`: something was pushed to the destination this run.
+    Copied,
+    /// `export`: written into the bundle (or assumed present at the far site).
+    Exported,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +61,10 @@ pub struct RunSummary {
     pub requests: u64,
     pub retries: u64,
     pub resumed: u64,
+    #[serde(default)]
+    pub copied: usize,
+    #[serde(default)]
+    pub exported: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +109,16 @@ impl RunReport {
             .images
             .iter()
             .filter(|i| i.status == ImageStatus::Missing)
+            .count();
+        s.copied = self
+            .images
+            .iter()
+            .filter(|i| i.status == ImageStatus::Copied)
+            .count();
+        s.exported = self
+            .images
+            .iter()
+            .filter(|i| i.status == ImageStatus::Exported)
             .count();
         s.failed = self
             .images

@@ -2,6 +2,10 @@
 //! cache, `verify` asks the cache what it holds. They share the per-image bookkeeping here so
 //! every report has one shape, and one image's failure never stops the others.
 
+pub mod copy;
+pub mod destination;
+pub mod export;
+pub mod import;
 pub mod verify;
 pub mod warm;
 
@@ -68,6 +72,9 @@ impl ImageOutcomes {
             o.bytes += bytes;
             o.fetched_any = true;
         });
+    }
+    pub fn has_failed(&self, i: usize) -> bool {
+        !self.0.lock().expect("outcomes lock")[i].errors.is_empty()
     }
     pub fn missing(&self, i: usize, what: String) {
         self.with(i, |o| o.missing.push(what));

@@ -6,7 +6,7 @@
 
 pub mod servers;
 
-pub use servers::{Lab, Server};
+pub use servers::{ExtraRegistry, Lab, Server};
 pub mod ocp_content;
 pub mod release_scale;
 pub mod seed;

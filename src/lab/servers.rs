@@ -237,6 +237,9 @@ pub struct Lab {
     pub proxy_redhat_storage: PathBuf,
     /// nginx adding the Basic auth header in front of `redhat`; counts as an upstream.
     bridge: Server,
+    /// Registries started by [`Lab::start_registry`], stopped with the lab.
+    #[serde(default)]
+    extra: Vec<Server>,
     /// Detached or loaded: leave the servers running on drop.
     #[serde(skip)]
     detached: bool,
@@ -293,6 +296,7 @@ impl Lab {
             proxy_quay: Server::default(),
             proxy_redhat: Server::default(),
             front: Server::default(),
+            extra: Vec::new(),
             detached: false,
         };
         let reg = |name: &str, port: u16, root: &Path, f: &dyn Fn(&mut Value)| {
@@ -361,6 +365,7 @@ impl Lab {
 
     /// Stop everything, front first (idempotent).
     pub fn stop(&mut self) {
+        self.extra.iter_mut().for_each(Server::stop);
         self.all_mut().into_iter().rev().for_each(Server::stop);
         self.save_or_warn();
     }
@@ -441,6 +446,63 @@ impl Lab {
         fs::write(path, text).with_context(|| format!("write {}", path.display()))
     }
 
+    /// Start one more plain registry (distribution, not a proxy) named `name`, empty, with TLS
+    /// (the lab CA) and htpasswd auth (the lab user): a destination for copies and imports.
+    /// Stopped with the lab.
+    pub fn start_registry(&mut self, name: &str) -> Result<ExtraRegistry> {
+        let registry = find_bin("docker-registry", "docker-registry")?;
+        let dir = self.dir.clone();
+        let root = dir.join("data").join(name);
+        fs::create_dir_all(&root)?;
+        let tls = dir.join("tls");
+        let htpasswd = dir.join("auth/htpasswd");
+        let ca = self.ca_cert.clone();
+        let (user, password) = (self.user.clone(), self.password.clone());
+        let server = launch(|port| {
+            let cfg = json!({
+                "version": "0.1", "log": {"level": "info"},
+                "storage": {"filesystem": {"rootdirectory": root}, "delete": {"enabled": true}},
+                "http": {"addr": format!("127.0.0.1:{port}"), "tls":
+                    {"certificate": tls.join("server.crt"), "key": tls.join("server.key")}},
+                "auth": {"htpasswd": {"realm": format!("lab-{name}"), "path": htpasswd}},
+                "health": {"storagedriver": {"enabled": false}},
+            });
+            let conf = dir.join(format!("conf/{name}.yml"));
+            fs::write(&conf, serde_json::to_string_pretty(&cfg)?)?;
+            let log = dir.join(format!("logs/{name}.log"));
+            Ok(Server {
+                name: name.into(),
+                port,
+                log: log.clone(),
+                program: registry.clone(),
+                args: vec!["serve".into(), s(&conf)],
+                output: log,
+                probe: Probe::Https(ca.clone(), user.clone(), password.clone()),
+                ..Default::default()
+            })
+        })?;
+        let info = ExtraRegistry {
+            name: name.into(),
+            address: format!("127.0.0.1:{}", server.port),
+            log: server.log.clone(),
+            storage: root,
+            pid: server.pid,
+        };
+        self.extra.push(server);
+        self.save()?;
+        Ok(info)
+    }
+
+    /// Requests seen by a server started with [`Lab::start_registry`], as [`Lab::requests`].
+    pub fn registry_requests(
+        &self,
+        registry: &ExtraRegistry,
+    ) -> Result<Vec<(String, String, u16)>> {
+        let text = fs::read_to_string(&registry.log);
+        let text = text.with_context(|| format!("read {}", registry.log.display()))?;
+        Ok(text.lines().filter_map(parse_access_line).collect())
+    }
+
     /// All servers in start order.
     fn all_mut(&mut self) -> [&mut Server; 6] {
         let Lab {
@@ -474,6 +536,19 @@ impl Drop for Lab {
             self.stop();
         }
     }
+}
+
+/// A registry started by [`Lab::start_registry`]: HTTPS with the lab CA, the lab user.
+#[derive(Debug, Clone)]
+pub struct ExtraRegistry {
+    pub name: String,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    /// Its access log (see [`Server::log`]).
+    pub log: PathBuf,
+    /// Its storage root.
+    pub storage: PathBuf,
+    pub pid: u32,
 }
 
 /// `127.0.0.1 - - [date] "GET /v2/ HTTP/1.1" 200 2 "" "ua"` (distribution and nginx alike).

@@ -30,6 +30,9 @@ use crate::auth::Credentials;
 use crate::job::Endpoint;
 use crate::reference::Digest;
 
+mod push;
+pub use push::{verified_body, BodyFailure, ChunkStream, Mount, Pushed};
+
 /// Counters shared by every client of a run, for reports and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -417,7 +420,9 @@ impl RegistryClient {
         service: Option<&str>,
         scope: &str,
     ) -> Result<String, RegistryError> {
-        let mut query = vec![("scope", scope.to_string())];
+        // Several scopes (a mount needs push on one repository and pull on another) are
+        // separate `scope` parameters.
+        let mut query: Vec<_> = scope.split(' ').map(|s| ("scope", s.to_string())).collect();
         if let Some(s) = service {
             query.push(("service", s.to_string()));
         }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 
+pub use client::{verified_body, BodyFailure, ChunkStream, Mount, Pushed};
 pub use client::{
     BlobSink, Discard, FetchedManifest, RegistryClient, RegistryError, RetryPolicy, Stats,
 };

@@ -1,0 +1,152 @@
+//! Arguments of the commands that move content into a registry's orgs or into bundles:
+//! `copy`, `export`, `import`, `inventory`, `bundle verify`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::ResolveVia;
+
+/// How to reach the destination registry of `copy` and `import`.
+#[derive(Debug, Args)]
+pub struct DestinationArgs {
+    /// The destination: `REGISTRY` (repositories by the cache-org mapping, `cache_<host>/…`
+    /// or the job's `cache.orgs`) or `REGISTRY/PREFIX` (repositories `PREFIX/<source path>`).
+    #[arg(long, value_name = "REGISTRY[/PREFIX]")]
+    pub to: String,
+    /// A CA certificate (PEM) the destination's TLS certificate is signed by.
+    #[arg(long, value_name = "FILE")]
+    pub to_ca: Option<PathBuf>,
+    /// Talk to the destination over plain HTTP, or HTTPS without verification.
+    #[arg(long)]
+    pub to_insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The job file (YAML).
+    pub job: PathBuf,
+    #[command(flatten)]
+    pub destination: DestinationArgs,
+    /// Transfers at once (default: the job's `concurrency`).
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Resolve tags against the source registries or through the cache.
+    #[arg(long, value_enum, value_name = "VIA")]
+    pub resolve: Option<ResolveVia>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The job file (YAML).
+    pub job: PathBuf,
+    /// The bundle directory to write (created; must not hold a bundle already).
+    #[arg(long, short, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Largest segment file, e.g. `4G`, `700M`, `4095MiB` (default: one segment).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub segment_size: Option<u64>,
+    /// An inventory written by `prewarm inventory` at the far site: what it holds is left out.
+    #[arg(long, value_name = "INVENTORY")]
+    pub have: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Resolve tags against the source registries or through the cache.
+    #[arg(long, value_enum, value_name = "VIA")]
+    pub resolve: Option<ResolveVia>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle directory (bundle.json and its segments).
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub destination: DestinationArgs,
+    /// Mounts and manifest pushes at once.
+    #[arg(long, short, value_name = "N", default_value_t = 8)]
+    pub jobs: usize,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// The registry to list: `REGISTRY` or `REGISTRY/PREFIX` (as given to `import --to`).
+    #[arg(long, value_name = "REGISTRY[/PREFIX]")]
+    pub registry: String,
+    /// Repositories to list (comma-separated or repeated). Default: the job's images mapped
+    /// as `import --to` maps them when `--job` is given, else the registry's `_catalog`.
+    #[arg(long, value_delimiter = ',', value_name = "REPO")]
+    pub repos: Vec<String>,
+    /// A job whose images name the repositories to list.
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<PathBuf>,
+    /// Write the inventory here (default: stdout).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// A CA certificate (PEM) the registry's TLS certificate is signed by.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Plain HTTP, or HTTPS without verification.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Check every segment's size and sha256 against bundle.json; name each missing,
+    /// truncated or corrupted segment.
+    #[command(
+        after_help = "Example:\n  prewarm bundle verify /media/usb/bundle\n\nExit status: 0 when every segment is whole, 1 when any is not, 2 on bad input."
+    )]
+    Verify {
+        /// The bundle directory.
+        dir: PathBuf,
+    },
+}
+
+/// `123`, `700M`, `4G`, `4095MiB`, `1.5GB`: binary multiples (K = 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 700M, 4G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use K, M, G or T)")),
+    };
+    let v = (n * mult as f64) as u64;
+    if v == 0 {
+        return Err(format!("`{s}`: a segment must be at least 1 byte"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("700M").unwrap(), 700 << 20);
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("4095MiB").unwrap(), 4095 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("3Q").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}
