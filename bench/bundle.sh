@@ -33,6 +33,8 @@ cleanup() {
 trap cleanup EXIT
 seed_args=(--bench)
 [ "$LARGE_LAYER" != 0 ] && seed_args+=(--large-layer "$LARGE_LAYER")
+# SEED_ARGS replaces the seed options, e.g. SEED_ARGS=--release-scale (bench/release.sh).
+[ -n "${SEED_ARGS:-}" ] && read -ra seed_args <<< "$SEED_ARGS"
 echo "seeding: $(lab seed "${seed_args[@]}")"
 eval "$(lab env)"
 job="$W/job.yaml"
