@@ -409,7 +409,25 @@ struct IndexEntryOwned {
     reference: String,
 }
 
-/// Stream one blob into the tar. `Err` aborts the export; `Unavailable` skips the blob.
+/// Blobs up to this size are fetched and verified whole before they enter the tar; larger
+/// ones stream straight through (a digest mismatch there aborts the export, leaving nothing).
+const BUFFERED_BLOB: u64 = 16 * 1024 * 1024;
+
+/// Holds one small blob while it is verified.
+struct Buffer(Vec<u8>);
+
+impl crate::registry::BlobSink for Buffer {
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(chunk);
+        Ok(())
+    }
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.0.clear();
+        Ok(())
+    }
+}
+
+/// Put one blob into the tar. `Err` aborts the export; `Unavailable` skips the blob.
 async fn export_blob(
     work: &Work<'_>,
     source: &crate::reference::Reference,
@@ -419,12 +437,42 @@ async fn export_blob(
 ) -> Result<BlobResult> {
     let (client, repository) = source_reader(work.job, work.registries, source)?;
     let what = format!("blob `{digest}` of `{}`", source.repo_path());
+    let stopped = || anyhow::anyhow!("the bundle writer stopped");
+    if size <= BUFFERED_BLOB {
+        // Small enough to hold: fetch and verify it whole (a flipped byte or a cut body is
+        // fetched again) before a byte of it enters the tar, and a blob that stays bad fails
+        // only its images instead of the bundle.
+        let mut buffer = Buffer(Vec::with_capacity(size as usize));
+        let reporter = work.reporter;
+        return match client
+            .fetch_blob(&repository, digest, &mut buffer, &|n| reporter.bytes(n))
+            .await
+        {
+            Ok(n) if n == size => {
+                tx.send(ToTar::Begin {
+                    path: layout::blob_path(digest),
+                    size,
+                })
+                .await
+                .map_err(|_| stopped())?;
+                if n > 0 {
+                    tx.send(ToTar::Chunk(Bytes::from(buffer.0)))
+                        .await
+                        .map_err(|_| stopped())?;
+                }
+                Ok(BlobResult::Written(n))
+            }
+            Ok(n) => Ok(BlobResult::Unavailable(format!(
+                "{what}: {n} bytes instead of {size}"
+            ))),
+            Err(e) => Ok(BlobResult::Unavailable(e.to_string())),
+        };
+    }
     let attempts = 5;
     let mut hasher = Sha256::new();
     let mut sent: u64 = 0;
     let mut begun = false;
     let mut attempt = 0;
-    let stopped = || anyhow::anyhow!("the bundle writer stopped");
     loop {
         let mut stream = match client.blob_stream_from(&repository, digest, sent).await {
             Ok(s) => s,

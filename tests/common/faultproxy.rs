@@ -245,18 +245,25 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         _ => {}
     }
 
+    let (parts, body) = req.into_parts();
     let mut upstream = state.http.request(
-        req.method().clone(),
+        parts.method.clone(),
         format!("http://{}{}", state.backend, path),
     );
-    for (name, value) in req.headers() {
-        if !matches!(
-            name.as_str(),
-            "host" | "authorization" | "content-length" | "transfer-encoding"
-        ) {
+    for (name, value) in &parts.headers {
+        // Host goes through so a registry's upload Location points back at this proxy.
+        if !matches!(name.as_str(), "authorization" | "transfer-encoding") {
             upstream = upstream.header(name.as_str(), value.as_bytes());
         }
     }
+    // Uploads: the request body streams through.
+    let frames = http_body_util::BodyStream::new(body).filter_map(|frame| async move {
+        match frame {
+            Ok(frame) => frame.into_data().ok().map(Ok::<Bytes, hyper::Error>),
+            Err(e) => Some(Err(e)),
+        }
+    });
+    upstream = upstream.body(reqwest::Body::wrap_stream(frames));
     let resp = match upstream.send().await {
         Ok(r) => r,
         Err(_) => return Ok(empty(StatusCode::BAD_GATEWAY)),
