@@ -315,30 +315,15 @@ fn import_through_a_flaky_destination_completes_and_leaves_nothing_corrupt() {
         "--report",
         &report,
     ]);
-    // A streamed upload that the link broke cannot be replayed in the same pass: such a blob's
-    // images fail, named, and a rerun (which skips what is there) completes.
-    if !first.status.success() {
-        let r = read_report(Path::new(&report));
-        let failed: Vec<_> = r["images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["status"] == "failed")
-            .collect();
-        assert!(!failed.is_empty());
-        for f in failed {
-            let e = f["error"].as_str().unwrap();
-            assert!(!e.is_empty() && !e.contains('\n'), "{f}");
-        }
-        let again = env.prewarm(&[
-            "import",
-            bundle.to_str().unwrap(),
-            "--to",
-            &to,
-            "--to-insecure",
-        ]);
-        assert!(again.status.success());
-    }
+    // An upload the link broke is streamed again in a second pass over the bundle: one run.
+    assert!(first.status.success());
+    let r = read_report(Path::new(&report));
+    assert_eq!(r["summary"]["copied"], env.seed.images.len(), "{r:#}");
+    assert!(
+        r["summary"]["retries"].as_u64().unwrap() >= 4,
+        "{}",
+        r["summary"]
+    );
     assert!(
         proxy.fired().iter().all(|n| *n > 0),
         "every fault was injected: {:?}",

@@ -5,7 +5,8 @@
 //! the tar stream, in a reading thread: for each config or layer blob the pushing side HEADs
 //! its first destination repository and either skips it (already there: this is what makes a
 //! rerun after an interruption resume without pushing finished blobs again) or takes its bytes
-//! as the body of a streamed upload, verified against its digest. Manifests are small and
+//! as the body of a streamed upload, verified against its digest; an upload the link broke
+//! (its bytes gone with the stream) is streamed again in a second pass. Manifests are small and
 //! kept in memory (their digests checked). After the stream: cross-repository mounts into
 //! the other repositories that need each blob, blobs the far site was assumed to hold (mounted
 //! from the repository its inventory named), then manifests, children before their index,
@@ -240,113 +241,133 @@ pub async fn import(
         .await;
     work.reporter.finish_phase();
 
-    // One pass over the stream.
-    work.reporter.phase(
-        "blobs",
-        by_digest.len() as u64,
-        by_digest.values().map(|i| i.size).sum(),
-    );
-    let (tx, mut rx) = mpsc::channel::<FromTar>(4);
-    let reader = {
-        let dir = dir.to_path_buf();
-        let bundle = bundle.clone();
-        tokio::task::spawn_blocking(move || read_tar(dir, &bundle, tx))
-    };
-    // What the destination holds already, asked up front and concurrently: a rerun after an
-    // interruption skips its finished blobs here.
-    let held: BTreeSet<Digest> = futures::stream::iter(by_digest.values())
-        .map(|item| async move {
-            let there = target.head_blob(&item.repository, &item.digest).await;
-            (item.digest.clone(), matches!(there, Ok(Some(_))))
-        })
-        .buffer_unordered(work.jobs)
-        .filter_map(|(d, there)| async move { there.then_some(d) })
-        .collect()
-        .await;
+    // One pass over the stream, and a second one for uploads the link broke.
+    let retry_later: Mutex<Vec<PushItem>> = Mutex::new(Vec::new());
     let mut manifests: BTreeMap<Digest, Bytes> = BTreeMap::new();
-    // Uploads in flight: the stream moves on to the next blob once a blob's bytes are all
-    // handed over, so small blobs upload side by side; `jobs` bounds them (and the memory).
-    let mut uploads = futures::stream::FuturesUnordered::new();
-    let finished = |item: PushItem, result: Result<Pushed, String>| {
-        if let Err(e) = &result {
+    let mut pass = 0;
+    loop {
+        work.reporter.phase(
+            "blobs",
+            by_digest.len() as u64,
+            by_digest.values().map(|i| i.size).sum(),
+        );
+        let (tx, mut rx) = mpsc::channel::<FromTar>(4);
+        let reader = {
+            let dir = dir.to_path_buf();
+            let bundle = bundle.clone();
+            tokio::task::spawn_blocking(move || read_tar(dir, &bundle, tx))
+        };
+        // What the destination holds already, asked up front and concurrently: a rerun after an
+        // interruption skips its finished blobs here.
+        let held: BTreeSet<Digest> = futures::stream::iter(by_digest.values())
+            .map(|item| async move {
+                let there = target.head_blob(&item.repository, &item.digest).await;
+                (item.digest.clone(), matches!(there, Ok(Some(_))))
+            })
+            .buffer_unordered(work.jobs)
+            .filter_map(|(d, there)| async move { there.then_some(d) })
+            .collect()
+            .await;
+        // Uploads in flight: the stream moves on to the next blob once a blob's bytes are all
+        // handed over, so small blobs upload side by side; `jobs` bounds them (and the memory).
+        let mut uploads = futures::stream::FuturesUnordered::new();
+        let finished = |item: PushItem, result: Result<Pushed, String>| {
+            // A streamed upload the link broke cannot be replayed from the stream that moved
+            // on: keep it for one more pass over the bundle instead of failing its images.
+            if let Err(e) = &result {
+                if pass == 0 && !e.starts_with("bundle:") {
+                    tracing::debug!("blob {}: {e}; retrying in a second pass", item.digest);
+                    retry_later.lock().expect("lock").push(item);
+                    return;
+                }
+            }
+            if let Err(e) = &result {
+                failed_digests
+                    .lock()
+                    .expect("lock")
+                    .insert(item.digest.clone(), e.clone());
+            }
+            record(work, &outcomes, &item, &result);
+            work.reporter
+                .item_done(&item.digest.short(), result.is_ok());
+        };
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+                Some((item, result)) = uploads.next(), if !uploads.is_empty() => {
+                    finished(item, result);
+                    continue;
+                }
+            };
+            match msg {
+                FromTar::Manifest { digest, bytes } => {
+                    let actual = Digest::sha256_of(&bytes);
+                    if actual != digest {
+                        bail!("bundle: manifest {digest}: its bytes hash to {actual}");
+                    }
+                    manifests.insert(digest, Bytes::from(bytes));
+                }
+                FromTar::Blob {
+                    digest,
+                    size,
+                    reply,
+                } => {
+                    let Some(item) = by_digest.remove(&digest) else {
+                        let _ = reply.send(None);
+                        continue;
+                    };
+                    if held.contains(&digest) {
+                        let _ = reply.send(None);
+                        finished(item, Ok(Pushed::Present));
+                        continue;
+                    }
+                    while uploads.len() >= work.jobs {
+                        if let Some((item, result)) = uploads.next().await {
+                            finished(item, result);
+                        }
+                    }
+                    match target.start_upload(&item.repository).await {
+                        Ok(location) => {
+                            let (bytes_tx, bytes_rx) = mpsc::channel(8);
+                            let _ = reply.send(Some(bytes_tx));
+                            uploads.push(upload(target, item, location, size, bytes_rx));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(None);
+                            finished(item, Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        while let Some((item, result)) = uploads.next().await {
+            finished(item, result);
+        }
+        let read = reader.await.context("the bundle reading thread")?;
+        read.with_context(|| format!("bundle {}", dir.display()))?;
+        for item in by_digest.into_values() {
+            let e = format!(
+                "blob `{}` is listed in bundle.json but not in the bundle",
+                item.digest
+            );
             failed_digests
                 .lock()
                 .expect("lock")
                 .insert(item.digest.clone(), e.clone());
+            record(work, &outcomes, &item, &Err(e));
         }
-        record(work, &outcomes, &item, &result);
-        work.reporter
-            .item_done(&item.digest.short(), result.is_ok());
-    };
-    loop {
-        let msg = tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(m) => m,
-                None => break,
-            },
-            Some((item, result)) = uploads.next(), if !uploads.is_empty() => {
-                finished(item, result);
-                continue;
-            }
-        };
-        match msg {
-            FromTar::Manifest { digest, bytes } => {
-                let actual = Digest::sha256_of(&bytes);
-                if actual != digest {
-                    bail!("bundle: manifest {digest}: its bytes hash to {actual}");
-                }
-                manifests.insert(digest, Bytes::from(bytes));
-            }
-            FromTar::Blob {
-                digest,
-                size,
-                reply,
-            } => {
-                let Some(item) = by_digest.remove(&digest) else {
-                    let _ = reply.send(None);
-                    continue;
-                };
-                if held.contains(&digest) {
-                    let _ = reply.send(None);
-                    finished(item, Ok(Pushed::Present));
-                    continue;
-                }
-                while uploads.len() >= work.jobs {
-                    if let Some((item, result)) = uploads.next().await {
-                        finished(item, result);
-                    }
-                }
-                match target.start_upload(&item.repository).await {
-                    Ok(location) => {
-                        let (bytes_tx, bytes_rx) = mpsc::channel(8);
-                        let _ = reply.send(Some(bytes_tx));
-                        uploads.push(upload(target, item, location, size, bytes_rx));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(None);
-                        finished(item, Err(e.to_string()));
-                    }
-                }
-            }
+        work.reporter.finish_phase();
+
+        let again = std::mem::take(&mut *retry_later.lock().expect("lock"));
+        if again.is_empty() {
+            break;
         }
+        pass += 1;
+        by_digest = again.into_iter().map(|i| (i.digest.clone(), i)).collect();
     }
-    while let Some((item, result)) = uploads.next().await {
-        finished(item, result);
-    }
-    let read = reader.await.context("the bundle reading thread")?;
-    read.with_context(|| format!("bundle {}", dir.display()))?;
-    for item in by_digest.into_values() {
-        let e = format!(
-            "blob `{}` is listed in bundle.json but not in the bundle",
-            item.digest
-        );
-        failed_digests
-            .lock()
-            .expect("lock")
-            .insert(item.digest.clone(), e.clone());
-        record(work, &outcomes, &item, &Err(e));
-    }
-    work.reporter.finish_phase();
 
     // Mounts into every other repository.
     work.reporter.phase("mounts", rest.len() as u64, 0);

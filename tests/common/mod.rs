@@ -45,6 +45,17 @@ pub fn lab(name: &str) -> Env {
     }
 }
 
+/// A passing test leaves nothing behind: the lab stops, its directory goes (set
+/// PREWARM_KEEP_LAB=1 to keep it). A failing test keeps it for a look.
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.lab.stop();
+        if !std::thread::panicking() && std::env::var_os("PREWARM_KEEP_LAB").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl Env {
     /// Run `prewarm ARGS --authfile auth.json`.
     pub fn prewarm(&self, args: &[&str]) -> Output {
