@@ -8,19 +8,28 @@
 #   import vs zstd -d | tar -x + skopeo copy from the layout      (bench/bundle.sh)
 #   planning time and peak RSS for the catalog (heads, and full)
 #
-#   bench/release.sh     # needs ~20 GB free under /tmp; prints every figure
+#   bench/release.sh                  # needs ~20 GB free under /tmp; prints every figure
+#   PARTS="bundle plan" bench/release.sh   # only some parts (warm, bundle, plan)
 set -euo pipefail
+PARTS=${PARTS:-warm bundle plan}
+has() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 base=${BENCH_DIR:-/tmp/prewarm-bench-release}
 
-echo "== warm at release scale"
-SEED_ARGS=--release-scale BENCH_DIR="$base-warm" bench/warm.sh
-rm -rf "$base-warm"
+if has warm; then
+  echo "== warm at release scale"
+  SEED_ARGS=--release-scale BENCH_DIR="$base-warm" bench/warm.sh
+  rm -rf "$base-warm"
+fi
 
-echo "== export / import at release scale"
-SEED_ARGS=--release-scale BENCH_DIR="$base-bundle" bench/bundle.sh
-rm -rf "$base-bundle"
+if has bundle; then
+  echo "== export / import at release scale"
+  SEED_ARGS=--release-scale BENCH_DIR="$base-bundle" bench/bundle.sh
+  rm -rf "$base-bundle"
+fi
+
+has plan || exit 0
 
 echo "== planning the 3,000-bundle catalog"
 export PREWARM_LAB_DIR="$base-plan"
