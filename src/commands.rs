@@ -14,7 +14,7 @@ use crate::job::{Job, ResolveVia};
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
 use crate::registry::{Registries, RetryPolicy};
-use crate::report::{RunReport, RunSummary};
+use crate::report::{Header, RunReport};
 use crate::state::{self, State};
 
 pub mod transfer;
@@ -154,28 +154,18 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         Some(_) => crate::shard::drop_carriers(&plan, images),
         None => images,
     };
-    let stats = &registries.stats;
-    let summary = plan.summary();
-    let mut report = RunReport {
-        prewarm_version: env!("CARGO_PKG_VERSION").to_string(),
-        command: command.to_string(),
-        job: args.job.display().to_string(),
-        cache: Some(cache_host),
-        started_at,
-        duration_seconds: started.elapsed().as_secs_f64(),
-        summary: RunSummary {
-            manifests: summary.manifests,
-            blobs: summary.blobs,
-            bytes_planned: summary.bytes,
-            bytes_transferred: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
-            requests: stats.requests.load(std::sync::atomic::Ordering::Relaxed),
-            retries: stats.retries.load(std::sync::atomic::Ordering::Relaxed),
-            resumed: stats.resumed.load(std::sync::atomic::Ordering::Relaxed),
-            ..RunSummary::default()
+    let report = RunReport::new(
+        Header {
+            command: command.to_string(),
+            job: args.job.display().to_string(),
+            cache: Some(cache_host),
+            started_at,
+            duration_seconds: started.elapsed().as_secs_f64(),
         },
+        &plan.summary(),
+        &registries.stats,
         images,
-    };
-    report.tally();
+    );
     if let Some(state) = &state {
         if let Err(e) =
             state.record_run(command, started_at, &serde_json::to_value(&report.summary)?)

@@ -79,7 +79,48 @@ pub struct RunReport {
     pub images: Vec<ImageReport>,
 }
 
+/// Who ran, on what, when: the head of a report.
+pub struct Header {
+    pub command: String,
+    pub job: String,
+    pub cache: Option<String>,
+    pub started_at: i64,
+    pub duration_seconds: f64,
+}
+
 impl RunReport {
+    /// A report from the plan's totals, the run's transport counters and the per-image
+    /// outcomes, tallied.
+    pub fn new(
+        header: Header,
+        planned: &crate::plan::Summary,
+        stats: &crate::registry::Stats,
+        images: Vec<ImageReport>,
+    ) -> RunReport {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut report = RunReport {
+            prewarm_version: env!("CARGO_PKG_VERSION").to_string(),
+            command: header.command,
+            job: header.job,
+            cache: header.cache,
+            started_at: header.started_at,
+            duration_seconds: header.duration_seconds,
+            summary: RunSummary {
+                manifests: planned.manifests,
+                blobs: planned.blobs,
+                bytes_planned: planned.bytes,
+                bytes_transferred: stats.bytes.load(Relaxed),
+                requests: stats.requests.load(Relaxed),
+                retries: stats.retries.load(Relaxed),
+                resumed: stats.resumed.load(Relaxed),
+                ..RunSummary::default()
+            },
+            images,
+        };
+        report.tally();
+        report
+    }
+
     pub fn failed(&self) -> impl Iterator<Item = &ImageReport> {
         self.images
             .iter()

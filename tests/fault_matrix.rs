@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::faultproxy::{Fault, FaultProxy, Rule};
-use common::{lab, read_report, sha256_hex, Env};
+use common::{assert_storage_intact, lab, read_report, Env};
 
 /// The lab's job with the cache reached through `proxy` instead of the nginx front.
 fn job_through(env: &Env, proxy: &str) -> PathBuf {
@@ -23,29 +23,6 @@ fn job_through(env: &Env, proxy: &str) -> PathBuf {
     let path = env.dir.join("job-faults.yaml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Every blob file in a distribution storage root hashes to its name.
-fn assert_storage_intact(root: &Path) {
-    let blobs = root.join("docker/registry/v2/blobs/sha256");
-    let Ok(prefixes) = std::fs::read_dir(&blobs) else {
-        return;
-    };
-    for prefix in prefixes {
-        for dir in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
-            let dir = dir.unwrap().path();
-            let data = dir.join("data");
-            if data.is_file() {
-                let name = dir.file_name().unwrap().to_str().unwrap().to_string();
-                assert_eq!(
-                    sha256_hex(&std::fs::read(&data).unwrap()),
-                    name,
-                    "corrupt blob in {}",
-                    data.display()
-                );
-            }
-        }
-    }
 }
 
 /// Blobs by size (largest first) that belong to exactly one single-platform quay image.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use common::faultproxy::{Fault, FaultProxy, Rule};
-use common::{lab, read_report, sha256_hex, skopeo, Env};
+use common::{assert_storage_intact, lab, read_report, sha256_hex, skopeo, Env};
 
 /// A plain (HTTP, no auth) distribution registry on a free loopback port, killed on drop.
 struct Plain {
@@ -61,29 +61,6 @@ fn plain_registry(dir: &Path, name: &str) -> Plain {
         addr,
         storage,
         child,
-    }
-}
-
-/// Every blob file under a distribution storage root hashes to its name.
-fn assert_storage_intact(root: &Path) {
-    let blobs = root.join("docker/registry/v2/blobs/sha256");
-    let Ok(prefixes) = std::fs::read_dir(&blobs) else {
-        return;
-    };
-    for prefix in prefixes {
-        for dir in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
-            let dir = dir.unwrap().path();
-            let data = dir.join("data");
-            if data.is_file() {
-                let name = dir.file_name().unwrap().to_str().unwrap().to_string();
-                assert_eq!(
-                    sha256_hex(&std::fs::read(&data).unwrap()),
-                    name,
-                    "corrupt blob {}",
-                    data.display()
-                );
-            }
-        }
     }
 }
 

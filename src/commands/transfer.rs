@@ -2,7 +2,6 @@
 //! executor → report, as the other commands do.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +18,7 @@ use crate::job::Job;
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
 use crate::registry::{Registries, RetryPolicy, Stats};
-use crate::report::{ImageReport, RunReport, RunSummary};
+use crate::report::{Header, ImageReport, RunReport};
 use crate::state;
 
 fn retry(global: &Global) -> RetryPolicy {
@@ -56,26 +55,21 @@ struct Finish<'a> {
 /// Write the report, print the summary, choose the exit status.
 fn finish(f: Finish<'_>) -> Result<i32> {
     let summary = f.plan.summary();
-    let mut report = RunReport {
-        prewarm_version: env!("CARGO_PKG_VERSION").to_string(),
-        command: f.command.to_string(),
-        job: f.job,
-        cache: f.target,
-        started_at: f.started_at,
-        duration_seconds: f.started.elapsed().as_secs_f64(),
-        summary: RunSummary {
-            manifests: f.plan.images.iter().map(|i| i.manifests.len()).sum(),
-            blobs: summary.blobs,
-            bytes_planned: summary.bytes,
-            bytes_transferred: f.stats.bytes.load(Ordering::Relaxed),
-            requests: f.stats.requests.load(Ordering::Relaxed),
-            retries: f.stats.retries.load(Ordering::Relaxed),
-            resumed: f.stats.resumed.load(Ordering::Relaxed),
-            ..RunSummary::default()
+    // A copy counts every manifest it pushes, per image.
+    let mut planned = summary;
+    planned.manifests = f.plan.images.iter().map(|i| i.manifests.len()).sum();
+    let report = RunReport::new(
+        Header {
+            command: f.command.to_string(),
+            job: f.job,
+            cache: f.target,
+            started_at: f.started_at,
+            duration_seconds: f.started.elapsed().as_secs_f64(),
         },
-        images: f.images,
-    };
-    report.tally();
+        &planned,
+        f.stats,
+        f.images,
+    );
     if let Some(path) = f.report {
         report.write_json(path).with_context(|| "--report")?;
     }

@@ -29,7 +29,7 @@ use crate::plan;
 use crate::progress;
 use crate::reference::{Digest, Reference};
 use crate::registry::{Registries, RegistryClient, RegistryError};
-use crate::report::{ImageReport, ImageStatus, RunReport, RunSummary};
+use crate::report::{Header, ImageReport, ImageStatus, RunReport};
 use crate::shard::{self, Shard};
 use crate::state::{self, State};
 
@@ -379,27 +379,18 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
         .map(|(registry, reason)| SpentBudget { registry, reason })
         .collect();
 
-    let stats = &registries.stats;
-    let mut run = RunReport {
-        prewarm_version: env!("CARGO_PKG_VERSION").to_string(),
-        command: "refresh".to_string(),
-        job: opts.job.display().to_string(),
-        cache: Some(cache_host),
-        started_at,
-        duration_seconds: started.elapsed().as_secs_f64(),
-        summary: RunSummary {
-            manifests: plan_summary.manifests,
-            blobs: plan_summary.blobs,
-            bytes_planned: plan_summary.bytes,
-            bytes_transferred: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
-            requests: stats.requests.load(std::sync::atomic::Ordering::Relaxed),
-            retries: stats.retries.load(std::sync::atomic::Ordering::Relaxed),
-            resumed: stats.resumed.load(std::sync::atomic::Ordering::Relaxed),
-            ..RunSummary::default()
+    let run = RunReport::new(
+        Header {
+            command: "refresh".to_string(),
+            job: opts.job.display().to_string(),
+            cache: Some(cache_host),
+            started_at,
+            duration_seconds: started.elapsed().as_secs_f64(),
         },
+        &plan_summary,
+        &registries.stats,
         images,
-    };
-    run.tally();
+    );
     let report = RefreshReport {
         run,
         refresh: section,

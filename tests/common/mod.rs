@@ -161,3 +161,26 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .hex()
         .to_string()
 }
+
+/// Every blob file in a distribution storage root hashes to its name.
+pub fn assert_storage_intact(root: &Path) {
+    let blobs = root.join("docker/registry/v2/blobs/sha256");
+    let Ok(prefixes) = std::fs::read_dir(&blobs) else {
+        return;
+    };
+    for prefix in prefixes {
+        for dir in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+            let dir = dir.unwrap().path();
+            let data = dir.join("data");
+            if data.is_file() {
+                let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+                assert_eq!(
+                    sha256_hex(&std::fs::read(&data).unwrap()),
+                    name,
+                    "corrupt blob in {}",
+                    data.display()
+                );
+            }
+        }
+    }
+}
