@@ -399,19 +399,30 @@ impl RegistryClient {
             Challenge::Basic => Ok(self.credentials.as_ref().map(basic_header)),
             Challenge::Bearer { realm, service } => {
                 let scope = format!("repository:{repository}:pull");
-                if !force_new {
-                    if let Some((token, until)) =
-                        self.tokens.lock().expect("token lock").get(&scope)
-                    {
-                        if Instant::now() < *until {
-                            return Ok(Some(bearer_header(token)));
-                        }
-                    }
-                }
-                let token = self.fetch_token(realm, service.as_deref(), &scope).await?;
-                Ok(Some(bearer_header(&token)))
+                self.bearer(realm, service.as_deref(), &scope, force_new)
+                    .await
             }
         }
+    }
+
+    /// A bearer token for `scope`: the cached one while it lasts (unless `force_new`), else
+    /// a fresh one from the realm.
+    async fn bearer(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        force_new: bool,
+    ) -> Result<Option<HeaderValue>, RegistryError> {
+        if !force_new {
+            if let Some((token, until)) = self.tokens.lock().expect("token lock").get(scope) {
+                if Instant::now() < *until {
+                    return Ok(Some(bearer_header(token)));
+                }
+            }
+        }
+        let token = self.fetch_token(realm, service, scope).await?;
+        Ok(Some(bearer_header(&token)))
     }
 
     async fn fetch_token(

@@ -10,7 +10,6 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -68,17 +67,8 @@ impl RegistryClient {
                 if let Some(from) = from.filter(|f| *f != repository) {
                     scope.push_str(&format!(" repository:{from}:pull"));
                 }
-                if !force_new {
-                    if let Some((token, until)) =
-                        self.tokens.lock().expect("token lock").get(&scope)
-                    {
-                        if Instant::now() < *until {
-                            return Ok(Some(bearer_header(token)));
-                        }
-                    }
-                }
-                let token = self.fetch_token(realm, service.as_deref(), &scope).await?;
-                Ok(Some(bearer_header(&token)))
+                self.bearer(realm, service.as_deref(), &scope, force_new)
+                    .await
             }
             other => self.authorization(other, repository, force_new).await,
         }
