@@ -16,6 +16,9 @@ pub trait Reporter: Send + Sync {
     /// A line worth showing even on a terminal (a failure, a warning).
     fn message(&self, line: &str);
     fn finish_phase(&self);
+    /// Images the current phase completes as their last item finishes (warm's blobs).
+    fn images(&self, _total: u64) {}
+    fn image_done(&self, _ok: bool) {}
 }
 
 /// Says nothing.
@@ -32,6 +35,8 @@ impl Reporter for Quiet {
 /// Plain log lines on stderr: the phase, a line at most every few seconds, the end.
 pub struct LogLines {
     state: Mutex<LogState>,
+    images: AtomicU64,
+    images_done: AtomicU64,
     done: AtomicU64,
     failed: AtomicU64,
     moved: AtomicU64,
@@ -56,6 +61,8 @@ impl Default for LogLines {
                 started: now,
                 last: now,
             }),
+            images: AtomicU64::new(0),
+            images_done: AtomicU64::new(0),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             moved: AtomicU64::new(0),
@@ -83,6 +90,13 @@ impl LogLines {
                 human_bytes(s.bytes)
             ));
         }
+        let images = self.images.load(Ordering::Relaxed);
+        if images > 0 {
+            line.push_str(&format!(
+                ", images {}/{images}",
+                self.images_done.load(Ordering::Relaxed)
+            ));
+        }
         line.push_str(&format!(", {:.1}s", s.started.elapsed().as_secs_f64()));
         line
     }
@@ -101,6 +115,8 @@ impl Reporter for LogLines {
         self.done.store(0, Ordering::Relaxed);
         self.failed.store(0, Ordering::Relaxed);
         self.moved.store(0, Ordering::Relaxed);
+        self.images.store(0, Ordering::Relaxed);
+        self.images_done.store(0, Ordering::Relaxed);
         eprintln!(
             "{name}: {items} to do{}",
             if bytes > 0 {
@@ -131,12 +147,20 @@ impl Reporter for LogLines {
         let s = self.state.lock().expect("log state");
         eprintln!("{}", self.line(&s));
     }
+    fn images(&self, total: u64) {
+        self.images.store(total, Ordering::Relaxed);
+    }
+    fn image_done(&self, _ok: bool) {
+        self.images_done.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-/// indicatif bars on a terminal: one for bytes, one for items.
+/// indicatif bars on a terminal: one for items, one for bytes, and one for images where a
+/// phase completes images.
 pub struct Bars {
     multi: MultiProgress,
     bars: Mutex<Option<(ProgressBar, ProgressBar)>>,
+    image_bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Default for Bars {
@@ -144,6 +168,7 @@ impl Default for Bars {
         Bars {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(None),
+            image_bar: Mutex::new(None),
         }
     }
 }
@@ -190,6 +215,24 @@ impl Reporter for Bars {
         if let Some((items, bytes)) = self.bars.lock().expect("bars").take() {
             items.finish_and_clear();
             bytes.finish_and_clear();
+        }
+        if let Some(images) = self.image_bar.lock().expect("bars").take() {
+            images.finish_and_clear();
+        }
+    }
+    fn images(&self, total: u64) {
+        let bar = self.multi.add(ProgressBar::new(total));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix("images");
+        *self.image_bar.lock().expect("bars") = Some(bar);
+    }
+    fn image_done(&self, _ok: bool) {
+        if let Some(bar) = &*self.image_bar.lock().expect("bars") {
+            bar.inc(1);
         }
     }
 }

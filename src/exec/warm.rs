@@ -99,6 +99,22 @@ pub async fn warm(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
     let count = rounds.iter().map(Vec::len).sum::<usize>();
     work.reporter.phase("blobs", count as u64, total);
     let cache_host = cache.host.as_str();
+    // Blob items left per image: an image is warm when its last one finishes.
+    let left: Vec<std::sync::atomic::AtomicUsize> = (0..plan.images.len())
+        .map(|_| std::sync::atomic::AtomicUsize::new(0))
+        .collect();
+    for item in rounds.iter().flatten() {
+        for &i in &item.images {
+            left[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    work.reporter.images(plan.images.len() as u64);
+    for (i, n) in left.iter().enumerate() {
+        if n.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            work.reporter.image_done(!outcomes.has_failed(i));
+        }
+    }
+    let left = &left;
     let finished: Mutex<HashMap<Digest, (usize, Instant)>> = Mutex::new(HashMap::new());
     let queue = rounds
         .into_iter()
@@ -127,6 +143,11 @@ pub async fn warm(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
                     }
                 }
                 work.reporter.item_done(&item.digest.short(), ok);
+                for &i in &item.images {
+                    if left[i].fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+                        work.reporter.image_done(!outcomes.has_failed(i));
+                    }
+                }
             }
         })
         .await;
