@@ -32,3 +32,27 @@ fn a_missing_job_file_is_one_line_and_exit_2() {
         "{err}"
     );
 }
+
+#[test]
+fn refresh_says_which_job_sources_it_does_not_refresh() {
+    let dir = std::env::temp_dir().join(format!("prewarm-cli-refresh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let job = dir.join("job.yaml");
+    std::fs::write(
+        &job,
+        "cache: {host: '127.0.0.1:9', insecure: true}\nreleases: ['quay.io/openshift-release-dev/ocp-release:4.20.16-x86_64']\noperators:\n  - catalog: registry.redhat.io/redhat/redhat-operator-index:v4.20\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+        .args(["refresh", job.to_str().unwrap(), "--state"])
+        .arg(dir.join("state.db"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the job's releases, operators are not refreshed"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

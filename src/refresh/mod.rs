@@ -192,6 +192,23 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     }
     let job_run = job_run;
     let cache_host = job.cache()?.host.clone();
+    // Refresh re-checks plain references; OCP sources are expanded by plan/warm. Say so
+    // rather than leave them silently out of a cron run.
+    let expanded: Vec<&str> = [
+        ("releases", !job.releases.is_empty()),
+        ("channels", !job.channels.is_empty()),
+        ("operators", !job.operators.is_empty()),
+        ("isc", job.isc.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    if !expanded.is_empty() {
+        eprintln!(
+            "note: refresh re-checks `images` and `image_lists`; the job's {} are not refreshed (run `prewarm warm` for them)",
+            expanded.join(", ")
+        );
+    }
     let state_path = opts.state.clone().unwrap_or_else(State::default_path);
     let _lock = crate::lock::acquire(&state_path, "refresh")?;
     let state = State::open(&state_path)?;
