@@ -33,7 +33,7 @@ has plan || exit 0
 
 echo "== planning the 3,000-bundle catalog"
 export PREWARM_LAB_DIR="$base-plan"
-lab() { "$root/target/release/examples/lab" "$@"; }
+lab() { "${CARGO_TARGET_DIR:-$root/target}/release/lab" "$@"; }
 [ -f "$PREWARM_LAB_DIR/lab.json" ] && lab down >/dev/null 2>&1 || true
 rm -rf "$PREWARM_LAB_DIR"
 lab up >/dev/null
@@ -46,7 +46,7 @@ for mode in heads full; do
   printf 'operators:\n  - catalog: %s\n' "$catalog" >> "$job"
   [ "$mode" = full ] && printf '    full: true\n' >> "$job"
   /usr/bin/time -f "%e %M" -o "$PREWARM_LAB_DIR/plan-$mode.time" \
-    "$root/target/release/prewarm" plan "$job" --authfile "$PREWARM_LAB_DIR/auth.json" -q > "$PREWARM_LAB_DIR/plan-$mode.out"
+    "${CARGO_TARGET_DIR:-$root/target}/release/prewarm" plan "$job" --authfile "$PREWARM_LAB_DIR/auth.json" -q > "$PREWARM_LAB_DIR/plan-$mode.out"
   read -r wall rss < "$PREWARM_LAB_DIR/plan-$mode.time"
   printf 'catalog plan (%s): %s  wall %s s  peak RSS %.1f MiB\n' "$mode" "$(tail -n 1 "$PREWARM_LAB_DIR/plan-$mode.out")" "$wall" "$(python3 -c "print($rss/1024)")"
 done

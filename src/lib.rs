@@ -12,7 +12,6 @@ pub mod commands;
 pub mod exec;
 pub mod history;
 pub mod job;
-pub mod lab;
 pub mod lock;
 pub mod metrics;
 pub mod mirrorconf;

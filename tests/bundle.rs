@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{lab, read_report, sha256_hex, skopeo, Env};
-use prewarm::lab::ExtraRegistry;
+use prewarm_lab::ExtraRegistry;
 
 /// An auth file with the lab user for the upstream and for `dest`.
 fn auth_with(env: &Env, dest: &ExtraRegistry) -> PathBuf {
@@ -69,7 +69,7 @@ trait SeededExt {
     fn tag(&self) -> Option<String>;
 }
 
-impl SeededExt for prewarm::lab::seed::SeededImage {
+impl SeededExt for prewarm_lab::seed::SeededImage {
     /// `host/repository` of the source.
     fn repository_host(&self) -> String {
         let r: prewarm::reference::Reference = self.reference.parse().unwrap();
@@ -376,10 +376,10 @@ fn incremental_export_carries_exactly_the_changed_image() {
         .build()
         .unwrap();
     let changed = rt.block_on(async {
-        use prewarm::lab::seed::{tar_layer, Compression, Format, ImageSpec, Pusher};
+        use prewarm_lab::seed::{tar_layer, Compression, Format, ImageSpec, Pusher};
         let pusher = Pusher::new(&env.lab.quay_target()).await.unwrap();
         let layer = tar_layer(
-            &[("etc/changed", prewarm::lab::seed::random_bytes(42, 200_000))],
+            &[("etc/changed", prewarm_lab::seed::random_bytes(42, 200_000))],
             Compression::Gzip,
         );
         let labels = [("changed".to_string(), "yes".to_string())]
@@ -643,7 +643,7 @@ fn a_blob_missing_upstream_fails_its_image_and_the_rest_is_exported_and_imported
             Some((i.clone(), d.0.clone()))
         })
         .expect("an unshared quay blob");
-    let data = prewarm::lab::blob_data_path(&env.lab.quay_storage, &digest.parse().unwrap());
+    let data = prewarm_lab::blob_data_path(&env.lab.quay_storage, &digest);
     std::fs::remove_file(&data).unwrap();
 
     let job = env.job.to_str().unwrap().to_string();

@@ -142,7 +142,7 @@ fn a_corrupted_upstream_blob_is_reported_by_digest_and_image_and_never_counted()
         .map(|(d, _, i)| (d.clone(), i.reference.clone()))
         .expect("a blob of one image");
     let digest: prewarm::reference::Digest = victim_blob.parse().unwrap();
-    let path = prewarm::lab::blob_data_path(&env.lab.quay_storage, &digest);
+    let path = prewarm_lab::blob_data_path(&env.lab.quay_storage, digest);
     let mut bytes = std::fs::read(&path).unwrap();
     assert_eq!(bytes.len() as u64, unique[&victim_blob]);
     let mid = bytes.len() / 2;

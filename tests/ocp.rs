@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{lab, read_report, sha256_hex, skopeo, Env};
-use prewarm::lab::ocp_content::{
+use prewarm_lab::ocp_content::{
     OcpContent, CATALOG_REPOSITORY, CERTIFIED_REPOSITORY, RELEASE_REPOSITORY,
 };
 
@@ -470,7 +470,7 @@ fn malformed_isc_and_graph_are_one_line_errors_naming_file_and_field() {
 
 #[test]
 fn malformed_image_references_and_catalog_fail_naming_file_and_field() {
-    use prewarm::lab::seed::{tar_layer, Compression, Format, ImageSpec, Pusher};
+    use prewarm_lab::seed::{tar_layer, Compression, Format, ImageSpec, Pusher};
     let env = lab("ocp-bad-content");
     let labels = |pairs: &[(&str, &str)]| {
         pairs

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{lab, read_report, Env};
-use prewarm::lab::seed::{tar_layer, Compression, Format, ImageSpec, Pusher};
+use prewarm_lab::seed::{tar_layer, Compression, Format, ImageSpec, Pusher};
 
 /// (method, path, user agent) of every request in a server's access log so far.
 fn access(log: &Path) -> Vec<(String, String, String)> {

@@ -25,7 +25,11 @@ install() {
   fi
 }
 
-lab() { (cd "$root" && cargo run -q --release --example lab -- "$@"); }
+# Builds go to $CARGO_TARGET_DIR when set, as cargo's own; cargo's progress stays visible (a
+# first build takes minutes on a small machine and should not look hung).
+target=${CARGO_TARGET_DIR:-$root/target}
+build() { (cd "$root" && cargo build --locked --release --bin prewarm -p prewarm -p prewarm-lab --bin lab); }
+lab() { build >&2; "$target/release/lab" "$@"; }
 
 case "${1:-}" in
   install) install ;;
@@ -34,12 +38,12 @@ case "${1:-}" in
   down|stop-upstreams|start-upstreams|reset-cache|env) lab "$@" ;;
   demo)
     install
-    (cd "$root" && cargo build -q --release --bin prewarm --example lab)
+    build
     [ -f "$PREWARM_LAB_DIR/lab.json" ] && lab down >/dev/null 2>&1 || true
     rm -rf "$PREWARM_LAB_DIR"
     lab up
     lab seed
-    prewarm="$root/target/release/prewarm"
+    prewarm="$target/release/prewarm"
     echo "+ prewarm plan $PREWARM_LAB_DIR/job.yaml"
     "$prewarm" plan "$PREWARM_LAB_DIR/job.yaml" --authfile "$PREWARM_LAB_DIR/auth.json" | tail -n 1
     echo "+ prewarm warm $PREWARM_LAB_DIR/job.yaml"

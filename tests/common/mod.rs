@@ -7,7 +7,7 @@ pub mod faultproxy;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use prewarm::lab::{scratch_dir, Lab, Scale, Seed, SeedOptions};
+use prewarm_lab::{scratch_dir, Lab, Scale, Seed, SeedOptions};
 
 pub struct Env {
     pub lab: Lab,
@@ -118,7 +118,7 @@ impl Env {
         let link = storage.join(format!(
             "docker/registry/v2/repositories/{repository}/_layers/sha256/{hex}/link"
         ));
-        let data = prewarm::lab::blob_data_path(storage, &digest.parse().unwrap());
+        let data = prewarm_lab::blob_data_path(storage, digest);
         link.is_file() && data.is_file() && sha256_hex(&std::fs::read(data).unwrap()) == hex
     }
 

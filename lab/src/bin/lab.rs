@@ -1,16 +1,16 @@
 //! `lab`: start, seed and stop the local lab by hand (the tests start their own).
 //!
 //! ```text
-//! cargo run --example lab -- up [--dir DIR]        # registries, proxies, nginx on 127.0.0.1
-//! cargo run --example lab -- seed [--bench] [--large-layer BYTES] [--ocp]
-//! cargo run --example lab -- stop-upstreams | start-upstreams | reset-cache | down
+//! cargo run -p prewarm-lab --bin lab -- up [--dir DIR]        # registries, proxies, nginx on 127.0.0.1
+//! cargo run -p prewarm-lab --bin lab -- seed [--bench] [--large-layer BYTES] [--ocp]
+//! cargo run -p prewarm-lab --bin lab -- stop-upstreams | start-upstreams | reset-cache | down
 //! ```
 //! `up` writes DIR/job.yaml and DIR/auth.json; `seed` writes DIR/images.txt.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use prewarm::lab::{Lab, Scale, SeedOptions};
+use prewarm_lab::{Lab, Scale, SeedOptions};
 
 fn usage() -> ! {
     eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES] [--release-scale] [--ocp]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
@@ -53,7 +53,7 @@ async fn main() -> Result<()> {
         "seed" if release_scale => {
             // The benchmark's release-scale set: ~190 components, 2 GiB+, by digest.
             let lab = Lab::load(&dir)?;
-            let seed = prewarm::lab::release_scale::seed_release_scale(
+            let seed = prewarm_lab::release_scale::seed_release_scale(
                 &lab.quay_target(),
                 &Default::default(),
             )
@@ -61,7 +61,7 @@ async fn main() -> Result<()> {
             seed.write_list(&dir.join("images.txt"))?;
             seed.write_json(&dir.join("seed.json"))?;
             // A catalog of 3,000 bundles over those components, for planning time.
-            let catalog = prewarm::lab::release_scale::seed_scale_catalog(
+            let catalog = prewarm_lab::release_scale::seed_scale_catalog(
                 &lab.redhat_target()?,
                 &seed,
                 300,
@@ -112,8 +112,8 @@ async fn main() -> Result<()> {
                     "seeded OCP content: {} images (releases {}, catalogs registry.redhat.io/{}:v4.20 and registry.redhat.io/{}:v4.20); graph in {}",
                     content.images.len(),
                     content.releases.keys().cloned().collect::<Vec<_>>().join(", "),
-                    prewarm::lab::ocp_content::CATALOG_REPOSITORY,
-                    prewarm::lab::ocp_content::CERTIFIED_REPOSITORY,
+                    prewarm_lab::ocp_content::CATALOG_REPOSITORY,
+                    prewarm_lab::ocp_content::CERTIFIED_REPOSITORY,
                     graphs.display()
                 );
             }

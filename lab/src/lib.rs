@@ -1,8 +1,10 @@
 //! The test lab: real registries on loopback standing in for quay.io and registry.redhat.io,
 //! a distribution pull-through proxy per upstream, nginx in front so the cache looks like one
 //! Quay host with `cache_<host>` orgs ([`servers`]), and a seeder that pushes OCP-shaped
-//! content with real digests ([`seed`]). Used by the integration tests, the `lab` example
-//! and the benchmark; shipped in the library so they share one definition.
+//! content with real digests ([`seed`]). Used by the integration tests, the `lab` binary
+//! (`examples/lab/lab.sh`) and the benchmarks. It is a crate of its own (`publish = false`) so
+//! the `prewarm` binary compiles none of it, and it does not depend on `prewarm`: the lab must
+//! write what prewarm reads without sharing prewarm's code (an independent client pushes).
 
 pub mod servers;
 
@@ -76,11 +78,7 @@ impl Lab {
 
 /// Where a test's lab lives: a fresh directory under the system temp dir.
 pub fn scratch_dir(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "prewarm-{name}-{}-{}",
-        std::process::id(),
-        crate::state::now()
-    ));
+    let dir = std::env::temp_dir().join(format!("prewarm-{name}-{}-{}", std::process::id(), now()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -88,13 +86,23 @@ pub fn scratch_dir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The storage file of blob `digest` under a distribution registry's root.
-pub fn blob_data_path(storage: &Path, digest: &crate::reference::Digest) -> PathBuf {
-    let hex = digest.hex();
+/// Seconds since the epoch: unique enough for scratch directory names.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The storage file of blob `digest` (`sha256:<hex>`, anything that prints so) under a
+/// distribution registry's root.
+pub fn blob_data_path(storage: &Path, digest: impl std::fmt::Display) -> PathBuf {
+    let digest = digest.to_string();
+    let (algorithm, hex) = digest
+        .split_once(':')
+        .unwrap_or_else(|| panic!("blob_data_path: `{digest}` is not algorithm:hex"));
     storage.join(format!(
-        "docker/registry/v2/blobs/{}/{}/{}/data",
-        digest.algorithm(),
-        &hex[..2],
-        hex
+        "docker/registry/v2/blobs/{algorithm}/{}/{hex}/data",
+        &hex[..2.min(hex.len())]
     ))
 }
