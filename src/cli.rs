@@ -109,7 +109,7 @@ pub struct RefreshArgs {
     pub job: PathBuf,
     /// Re-warm an unchanged image whose last warm is older than this (90s, 30m, 12h, 7d, 1d12h);
     /// keep it below the cache's tag expiration (Quay's `expiration_s`) minus the cron interval.
-    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = crate::refresh::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = crate::duration::parse_duration)]
     pub stale_after: std::time::Duration,
     /// Check and print what changed; warm nothing and record nothing.
     #[arg(long)]

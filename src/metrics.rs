@@ -8,7 +8,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::report::{write_atomically, RunReport};
+use crate::fsutil::write_atomically;
+use crate::report::RunReport;
 
 /// What a refresh adds to the run's metrics.
 #[derive(Debug, Clone, Default)]

@@ -66,12 +66,7 @@ pub struct PlannedBlob {
     pub repositories: BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlanFailure {
-    pub reference: String,
-    pub origin: String,
-    pub error: String,
-}
+pub use crate::sources::PlanFailure;
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Summary {

@@ -277,7 +277,7 @@ pub async fn inventory(args: &InventoryArgs, global: &Global) -> Result<i32> {
     let inv = Inventory::take(&client, &repos, &roots).await?;
     let text = serde_json::to_vec_pretty(&inv)?;
     match &args.output {
-        Some(p) => crate::report::write_atomically(p, &text)?,
+        Some(p) => crate::fsutil::write_atomically(p, &text)?,
         None => println!("{}", String::from_utf8_lossy(&text)),
     }
     let blobs: std::collections::BTreeSet<_> = inv

@@ -394,7 +394,7 @@ pub async fn export(
             .collect(),
         tar_bytes,
     };
-    crate::report::write_atomically(
+    crate::fsutil::write_atomically(
         &dir.join(MANIFEST_FILE),
         &serde_json::to_vec_pretty(&manifest)?,
     )?;

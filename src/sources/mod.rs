@@ -2,7 +2,7 @@
 //! channels, operator catalogs (file-based catalogs), oc-mirror ImageSetConfigurations and
 //! release signatures.
 //!
-//! Each source turns into `(Reference, origin)` pairs that [`crate::plan::build_from`] walks
+//! Each source turns into `(Reference, origin)` pairs that the plan builder walks
 //! like any listed image; the origin says where the image came from (release version and
 //! component, catalog/package/bundle) so `prewarm plan` can show it. [`collect`] is the one
 //! entry point the plan builder calls.
@@ -24,9 +24,16 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
-use crate::plan::PlanFailure;
 use crate::reference::Reference;
 use crate::registry::Registries;
+
+/// A reference that could not be read or resolved; the rest of the plan goes on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanFailure {
+    pub reference: String,
+    pub origin: String,
+    pub error: String,
+}
 
 /// An update-graph channel to take releases from (the job's `channels:`, an ISC's
 /// `mirror.platform.channels`).

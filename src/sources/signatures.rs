@@ -117,11 +117,11 @@ pub async fn fetch_all(
         }
         for (i, s) in sigs.iter().enumerate() {
             let path = output.join(format!("{}-{}-{}", digest.algorithm(), digest.hex(), i + 1));
-            crate::report::write_atomically(&path, s)?;
+            crate::fsutil::write_atomically(&path, s)?;
         }
         let cm = configmap(digest, &sigs);
         let path = output.join(format!("{}-{}.yaml", digest.algorithm(), digest.hex()));
-        crate::report::write_atomically(&path, cm.as_bytes())?;
+        crate::fsutil::write_atomically(&path, cm.as_bytes())?;
         notes.push(format!(
             "signatures: {} for {r} kept in {}",
             sigs.len(),
