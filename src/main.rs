@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             Command::Warm(args) => commands::run(Executor::Warm, args, &cli.global).await,
             Command::Verify(args) => commands::run(Executor::Verify, args, &cli.global).await,
             Command::Refresh(args) => commands::refresh(args, &cli.global).await,
-            Command::Quay(args) => prewarm::quay::run(args).await,
+            Command::Quay(args) => prewarm::quay::run(args, &cli.global).await,
             Command::MirrorConfig(args) => prewarm::mirrorconf::run(args),
             Command::Copy(args) => commands::transfer::copy(args, &cli.global).await,
             Command::Export(args) => commands::transfer::export(args, &cli.global).await,

@@ -1,8 +1,11 @@
 //! Which upstreams a site mirrors through its cache, and where each lives on the cache.
 //!
 //! The upstreams come from a domain list (one host per line, as the site's
-//! `mirror.domain.list`) or from a job (the registries of its images plus its `cache.orgs`
-//! prefixes). Where an upstream prefix lives on the cache is never computed here: it is read
+//! `mirror.domain.list`) or from a job: the registries of everything its plan would fetch
+//! (images, release payloads and their components, catalogs and their bundles, an ISC's
+//! content — expanded by [`crate::sources::collect`], the code `prewarm plan` uses) plus its
+//! `cache.orgs` prefixes. A job's `registries:` endpoint for a host is what a Quay proxy-cache
+//! org must reach, so it becomes that org's `upstream_registry`. Where an upstream prefix lives on the cache is never computed here: it is read
 //! off [`CacheConfig::cache_reference`], the one mapping every command shares, by mapping a
 //! probe repository under the prefix and taking the probe back off. Both `prewarm quay` (which
 //! org proxies which upstream) and `prewarm mirror-config` (which prefix mirrors to where)
@@ -13,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::job::{CacheConfig, Job};
+use crate::job::{CacheConfig, Endpoint, Job};
 use crate::reference::Reference;
 
 /// The default domain list, relative to the working directory.
@@ -35,7 +38,42 @@ pub struct Mirror {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheOrg {
     pub org: String,
+    /// The source prefix as images name it (`quay.io`, `quay.io/openshift-release-dev`); its
+    /// host is the pull-secret key for the org's upstream credentials.
+    pub source: String,
+    /// What Quay reaches: `source`, or `source` on the job's endpoint for its host.
     pub upstream: String,
+    /// The job says the upstream's endpoint is plain HTTP / unverified TLS.
+    pub insecure: bool,
+    /// The job's `registries:` endpoint and CA for the source's host, when it has one.
+    pub endpoint: Option<Endpoint>,
+}
+
+impl CacheOrg {
+    /// The source's host (`quay.io`).
+    pub fn source_host(&self) -> &str {
+        self.source.split('/').next().unwrap_or(&self.source)
+    }
+
+    /// What to tell the user when the job moves the upstream to another endpoint.
+    pub fn endpoint_note(&self) -> Option<String> {
+        let ep = self.endpoint.as_ref()?;
+        let host = self.source_host();
+        let mut note = format!(
+            "{}: the job serves {host} from {} (registries.{host}.endpoint), so that endpoint is what Quay must reach: the org's upstream is {}{}",
+            self.org,
+            ep.address,
+            self.upstream,
+            if self.insecure { " (insecure: plain HTTP)" } else { "" }
+        );
+        if let Some(ca) = &ep.ca {
+            note.push_str(&format!(
+                "; its TLS is signed by {}: Quay must trust that CA (Quay's extra_ca_certs)",
+                ca.display()
+            ));
+        }
+        Some(note)
+    }
 }
 
 /// The upstream prefixes of a site, each with its mirror location, sorted by source.
@@ -43,6 +81,8 @@ pub struct CacheOrg {
 pub struct Mapping {
     pub cache: CacheConfig,
     pub mirrors: Vec<Mirror>,
+    /// Per upstream host, where the job says it is served from (its `registries:` entries).
+    pub endpoints: BTreeMap<String, Endpoint>,
 }
 
 /// A host line from a domain list, normalised as image references normalise registries
@@ -163,7 +203,21 @@ impl Mapping {
             .into_iter()
             .map(|(source, location)| Mirror { source, location })
             .collect();
-        Mapping { cache, mirrors }
+        Mapping {
+            cache,
+            mirrors,
+            endpoints: BTreeMap::new(),
+        }
+    }
+
+    /// The job's `registries:` entries (endpoint, insecure, CA) for the upstream hosts.
+    pub fn with_endpoints(mut self, job: Option<&Job>) -> Mapping {
+        if let Some(job) = job {
+            for host in job.registries.keys() {
+                self.endpoints.insert(host.clone(), job.endpoint(host));
+            }
+        }
+        self
     }
 
     /// The Quay cache orgs this mapping needs, each with its `upstream_registry`.
@@ -217,8 +271,35 @@ impl Mapping {
         }
         Ok(orgs
             .into_iter()
-            .map(|(org, upstream)| CacheOrg { org, upstream })
+            .map(|(org, source)| self.cache_org(org, source))
             .collect())
+    }
+
+    /// The org for `source`, its upstream moved to the job's endpoint for its host if any.
+    fn cache_org(&self, org: String, source: String) -> CacheOrg {
+        let (host, ns) = source.split_once('/').unwrap_or((&source, ""));
+        let Some(ep) = self.endpoints.get(host) else {
+            return CacheOrg {
+                org,
+                upstream: source.clone(),
+                source,
+                insecure: false,
+                endpoint: None,
+            };
+        };
+        let upstream = if ns.is_empty() {
+            ep.address.clone()
+        } else {
+            format!("{}/{ns}", ep.address)
+        };
+        let moved = ep.address != host || ep.ca.is_some();
+        CacheOrg {
+            org,
+            upstream,
+            insecure: ep.insecure,
+            endpoint: moved.then(|| ep.clone()),
+            source,
+        }
     }
 }
 
@@ -251,10 +332,62 @@ pub struct SiteArgs {
 }
 
 impl SiteArgs {
-    /// The mapping these arguments describe; every error names the flag or file at fault.
+    /// The mapping these arguments describe; every error names the flag or file at fault. A
+    /// job's upstreams are its images' registries only: [`SiteArgs::mapping_for_plan`] expands
+    /// releases, channels, catalogs and an ISC too.
     pub fn mapping(&self) -> Result<Mapping> {
         let job = self.job.as_deref().map(Job::load).transpose()?;
-        let mut cache = match job.as_ref().and_then(|j| j.cache.clone().map(|c| (j, c))) {
+        let cache = self.cache_config(job.as_ref())?;
+        let upstreams = match (&self.domain_list, &job) {
+            (Some(list), _) => read_domain_list(list)?,
+            (None, Some(job)) => job_upstreams(job)?,
+            (None, None) => read_domain_list(Path::new(DEFAULT_DOMAIN_LIST))?,
+        };
+        Ok(Mapping::new(cache, &upstreams).with_endpoints(job.as_ref()))
+    }
+
+    /// The mapping with a job's upstreams taken from everything its plan would fetch: the
+    /// job is read as `prewarm plan` reads it (its ISC merged) and its sources expanded by
+    /// [`crate::sources::collect`], which reads release payloads and catalogs.
+    pub async fn mapping_for_plan(&self, global: &crate::cli::Global) -> Result<Mapping> {
+        let Some(path) = self.job.as_deref().filter(|_| self.domain_list.is_none()) else {
+            return self.mapping();
+        };
+        let (job, registries) = crate::commands::load(path, global, None, None)?;
+        let cache = self.cache_config(Some(&job))?;
+        let collected = crate::sources::collect(&job, &registries).await?;
+        if let Some(f) = collected.failures.first() {
+            bail!(
+                "{}: cannot tell which upstreams the plan needs: {} ({}): {}{}",
+                path.display(),
+                f.reference,
+                f.origin,
+                f.error,
+                match collected.failures.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more sources that could not be read)", n - 1),
+                }
+            );
+        }
+        let mut upstreams: Vec<String> = Vec::new();
+        for (r, _) in &collected.references {
+            let host = r.registry().to_string();
+            if !upstreams.contains(&host) {
+                upstreams.push(host);
+            }
+        }
+        if upstreams.is_empty() && cache.orgs.is_empty() {
+            bail!(
+                "{}: the job's plan fetches nothing and it has no cache.orgs prefix: no upstream to mirror",
+                path.display()
+            );
+        }
+        Ok(Mapping::new(cache, &upstreams).with_endpoints(Some(&job)))
+    }
+
+    /// The cache: the job's `cache` section, its host replaced by `--quay`.
+    fn cache_config(&self, job: Option<&Job>) -> Result<CacheConfig> {
+        let mut cache = match job.and_then(|j| j.cache.clone().map(|c| (j, c))) {
             Some((j, mut c)) => {
                 c.ca = c.ca.map(|p| j.relative(&p));
                 c
@@ -276,12 +409,7 @@ impl SiteArgs {
         if cache.host.is_empty() {
             bail!("no cache host: give --quay HOST[:PORT] or a --job with cache.host");
         }
-        let upstreams = match (&self.domain_list, &job) {
-            (Some(list), _) => read_domain_list(list)?,
-            (None, Some(job)) => job_upstreams(job)?,
-            (None, None) => read_domain_list(Path::new(DEFAULT_DOMAIN_LIST))?,
-        };
-        Ok(Mapping::new(cache, &upstreams))
+        Ok(cache)
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
-use quay_double::{ProxyConfig, QuayDouble, TOKEN};
+use quay_double::{LoginKind, ProxyConfig, QuayDouble, TOKEN};
 
 struct Site {
     quay: QuayDouble,
@@ -241,13 +241,9 @@ fn credentials_with_a_colon_inside_the_password() {
         Some(config("quay.io", 7200, Some(("old", "oldpw")))),
     );
     site.quay
-        .state()
-        .logins
-        .insert("quay.io".into(), ("robot+ci".into(), "pa:ss:w0rd==".into()));
-    site.quay.state().logins.insert(
-        "registry.redhat.io".into(),
-        ("rhuser".into(), "tok:en".into()),
-    );
+        .login("quay.io", "robot+ci", "pa:ss:w0rd==", LoginKind::Bearer);
+    site.quay
+        .login("registry.redhat.io", "rhuser", "tok:en", LoginKind::Basic);
     let ps = pull_secret(
         &mut site,
         &[
@@ -297,14 +293,22 @@ fn credentials_with_a_colon_inside_the_password() {
     let writes = site.quay.writes();
     let validate = writes
         .iter()
-        .position(|w| w == "POST /api/v1/organization/prewarm_validate/validateproxycache")
+        .position(|w| {
+            w.starts_with("POST /api/v1/organization/prewarm_validate_")
+                && w.ends_with("/validateproxycache")
+        })
         .unwrap();
     let delete = writes
         .iter()
         .position(|w| w == "DELETE /api/v1/organization/cache_quay_io/proxycache")
         .unwrap();
     assert!(validate < delete, "{writes:?}");
-    assert!(!site.quay.state().orgs.contains_key("prewarm_validate"));
+    assert!(!site
+        .quay
+        .state()
+        .orgs
+        .keys()
+        .any(|o| o.starts_with("prewarm_validate")));
 }
 
 #[test]
@@ -314,10 +318,9 @@ fn a_failed_validation_leaves_the_old_config_untouched() {
         "cache_quay_io",
         Some(config("quay.io", 7200, Some(("old", "oldpw")))),
     );
+    // A token-service upstream: Quay's validation fails outright on a wrong password.
     site.quay
-        .state()
-        .logins
-        .insert("quay.io".into(), ("someone".into(), "else".into()));
+        .login("quay.io", "someone", "else", LoginKind::Bearer);
     let ps = pull_secret(&mut site, &[("quay.io", "user:wrong:pw")]);
     let out = site.run(&[
         "quay",
@@ -356,9 +359,7 @@ fn a_failed_post_restores_the_old_config_and_says_so() {
         Some(config("quay.io", 7200, Some(("old", "oldpw")))),
     );
     site.quay
-        .state()
-        .logins
-        .insert("quay.io".into(), ("user".into(), "new:pw".into()));
+        .login("quay.io", "user", "new:pw", LoginKind::Basic);
     site.quay.state().fail_proxycache_posts = 1;
     let ps = pull_secret(&mut site, &[("quay.io", "user:new:pw")]);
     let out = site.run(&[
@@ -386,12 +387,25 @@ fn a_failed_post_restores_the_old_config_and_says_so() {
 }
 
 #[test]
-fn missing_pull_secret_entry_changes_nothing() {
+fn credentials_default_to_the_upstreams_the_pull_secret_has() {
     let mut site = Site::new("missing");
     site.quay
         .add_org("cache_quay_io", Some(config("quay.io", 7200, None)));
+    site.quay.add_org("cache_docker_io", None);
+    site.quay.add_org("cache_registry_redhat_io", None);
+    site.quay.login("quay.io", "user", "pw", LoginKind::Basic);
     let ps = pull_secret(&mut site, &[("quay.io", "user:pw")]);
-    let out = site.run(&["quay", "credentials", "--pull-secret", ps.to_str().unwrap()]);
+
+    // A registry named on the command line must be in the pull secret: bad input, one line,
+    // before anything is asked of Quay.
+    let out = site.run(&[
+        "quay",
+        "credentials",
+        "--pull-secret",
+        ps.to_str().unwrap(),
+        "--registry",
+        "registry.redhat.io",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -400,6 +414,146 @@ fn missing_pull_secret_entry_changes_nothing() {
         "{err}"
     );
     assert!(site.quay.state().log.is_empty());
+
+    // Without --registry: the upstreams of the domain list that the pull secret has; the ones
+    // it lacks are listed and left alone.
+    let out = site.run(&["quay", "credentials", "--pull-secret", ps.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("has no credentials for registry.redhat.io, docker.io")
+            || err.contains("has no credentials for docker.io, registry.redhat.io"),
+        "{err}"
+    );
+    assert!(
+        stdout(&out).contains("for quay.io: all set"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 7200, Some(("user", "pw"))))
+    );
+    assert_eq!(site.quay.config("cache_docker_io"), None);
+    assert_eq!(site.quay.config("cache_registry_redhat_io"), None);
+
+    // A pull secret with none of the upstreams is bad input.
+    let none = site.dir.join("none.json");
+    std::fs::write(&none, r#"{"auths": {"ghcr.io": {"auth": "dTpw"}}}"#).unwrap();
+    let out = site.run(&[
+        "quay",
+        "credentials",
+        "--pull-secret",
+        none.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no credentials for any upstream of the cache orgs"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_wrong_password_on_a_basic_upstream_is_a_failure_and_the_old_config_stays() {
+    let mut site = Site::new("anonymous");
+    site.quay.add_org(
+        "cache_quay_io",
+        Some(config("quay.io", 7200, Some(("old", "oldpw")))),
+    );
+    site.quay.add_org("cache_registry_redhat_io", None);
+    // htpasswd upstreams: Quay answers a wrong password with 202 "Anonymous".
+    site.quay
+        .login("quay.io", "user", "right", LoginKind::Basic);
+    site.quay
+        .login("registry.redhat.io", "user", "right", LoginKind::Basic);
+    let ps = pull_secret(
+        &mut site,
+        &[
+            ("quay.io", "user:wr0ng-pw"),
+            ("registry.redhat.io", "user:wr0ng-pw"),
+        ],
+    );
+    let out = site.run(&["quay", "credentials", "--pull-secret", ps.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    for (org, what) in [
+        ("cache_quay_io", "the current config is untouched"),
+        ("cache_registry_redhat_io", "nothing was set"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("error: {org} ")))
+            .unwrap_or_else(|| panic!("{org}: {err}"));
+        assert!(
+            line.contains("fell back to anonymous access")
+                && line.contains("\"Anonymous\"")
+                && line.contains(what),
+            "{line}"
+        );
+    }
+    assert!(stdout(&out).contains("2 failed"), "{}", stdout(&out));
+    // The working config is still there, credentials and all; nothing was created.
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 7200, Some(("old", "oldpw"))))
+    );
+    assert_eq!(site.quay.config("cache_registry_redhat_io"), None);
+    assert!(!site
+        .quay
+        .writes()
+        .iter()
+        .any(|w| w.contains("cache_quay_io/proxycache")
+            || w.contains("cache_registry_redhat_io/proxycache")));
+}
+
+#[test]
+fn two_credentials_runs_back_to_back_both_succeed() {
+    let mut site = Site::new("twice");
+    for (org, upstream) in ORGS
+        .iter()
+        .zip(["docker.io", "quay.io", "registry.redhat.io"])
+    {
+        site.quay.add_org(org, Some(config(upstream, 7200, None)));
+    }
+    site.quay
+        .login("quay.io", "u", "s3cret-pw", LoginKind::Basic);
+    let ps = pull_secret(&mut site, &[("quay.io", "u:s3cret-pw")]);
+    let args = ["quay", "credentials", "--pull-secret", ps.to_str().unwrap()];
+    let first = site.run(&args);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    // No namespace GC runs in between: the first run's scratch org name stays reserved.
+    let second = site.run(&args);
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&second),
+        stderr(&second)
+    );
+    let s = site.quay.state();
+    let scratch: Vec<&String> = s
+        .reserved
+        .iter()
+        .filter(|o| o.starts_with("prewarm_validate_"))
+        .collect();
+    assert_eq!(scratch.len(), 2, "one scratch org per run: {scratch:?}");
+    assert!(!s.orgs.keys().any(|o| o.starts_with("prewarm_validate")));
+    assert_eq!(
+        s.orgs["cache_quay_io"]
+            .proxycache
+            .as_ref()
+            .unwrap()
+            .password
+            .as_deref(),
+        Some("s3cret-pw")
+    );
 }
 
 #[test]
@@ -591,10 +745,84 @@ fn pull_access_writes_robot_credentials_as_a_pull_secret() {
             0o600
         );
     }
-    // Again: the same robots, their tokens re-read, nothing duplicated; no token printed.
+    // Again: the robots' tokens read back through the API, nothing changed on Quay (a real
+    // Quay answers a second PUT of a team member with 400), the file byte-identical.
+    let before = std::fs::read(&file).unwrap();
+    site.quay.clear_log();
+    let out = site.run(&["quay", "pull-access", "--output", file.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(site.quay.writes().is_empty(), "{:?}", site.quay.writes());
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    assert_eq!(
+        stdout(&out)
+            .lines()
+            .filter(|l| l.starts_with("cache_") && l.ends_with(" in team pullers: unchanged"))
+            .count(),
+        3,
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("3 robots' credentials in") && stdout(&out).contains("unchanged"),
+        "{}",
+        stdout(&out)
+    );
+    // A team removed by hand: only it is made again and the robot put back in it; the robot
+    // and its token are the ones Quay holds, so the file stays the same.
+    site.quay
+        .state()
+        .orgs
+        .get_mut("cache_docker_io")
+        .unwrap()
+        .teams
+        .clear();
     let out = site.run(&["quay", "pull-access", "--output", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(site.quay.state().orgs["cache_quay_io"].robots.len(), 1);
+    assert!(
+        stdout(&out).contains("team created, robot added to the team"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}
+
+#[test]
+fn an_error_during_pull_access_leaves_the_output_file_untouched() {
+    let site = Site::new("access-error");
+    for org in ORGS {
+        site.quay.add_org(org, Some(config("x.io", 60, None)));
+    }
+    let file = site.dir.join("cache-pull-secret.json");
+    let good = b"{\"auths\": {\"working\": {\"auth\": \"dTpw\"}}}\n";
+    std::fs::write(&file, good).unwrap();
+    // One org is gone from Quay: its team cannot be made.
+    site.quay.state().orgs.remove("cache_quay_io");
+    let out = site.run(&["quay", "pull-access", "--output", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: cache_quay_io:")
+            && err.contains("not written: 1 of 3 orgs failed; an existing file is left as it was"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), good);
+    let leftovers: Vec<_> = std::fs::read_dir(&site.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // With no earlier file, nothing appears under the final name.
+    let fresh = site.dir.join("fresh.json");
+    let out = site.run(&["quay", "pull-access", "--output", fresh.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!fresh.exists());
 }
 
 #[test]
@@ -645,7 +873,7 @@ fn quota_is_set_once_and_then_left_alone() {
 }
 
 #[test]
-fn a_job_maps_namespaces_to_their_own_org_and_status_probes_upstreams() {
+fn a_job_maps_namespaces_to_their_own_org_and_endpoints_become_upstreams() {
     let mut site = Site::new("job");
     let q = site.quay.host();
     std::fs::write(
@@ -684,17 +912,31 @@ fn a_job_maps_namespaces_to_their_own_org_and_status_probes_upstreams() {
             .collect::<Vec<_>>(),
         ["cache_ocp", "cache_quay_io", "cache_registry_redhat_io"]
     );
-    // A namespace-scoped upstream: Quay prefixes the namespace to every repository of the org.
+    // The job serves quay.io from another endpoint: that endpoint is what Quay must reach, so
+    // it is the org's upstream (plain HTTP: insecure), and the run says so. A namespace-scoped
+    // upstream keeps its namespace: Quay prefixes it to every repository of the org.
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("note: cache_quay_io: the job serves quay.io from {q} (registries.quay.io.endpoint), so that endpoint is what Quay must reach: the org's upstream is {q} (insecure: plain HTTP)")),
+        "{err}"
+    );
+    let insecure = |upstream: &str| ProxyConfig {
+        insecure: true,
+        ..config(upstream, 172800, None)
+    };
     assert_eq!(
         site.quay.config("cache_ocp"),
-        Some(config("quay.io/openshift-release-dev", 172800, None))
+        Some(insecure(&format!("{q}/openshift-release-dev")))
+    );
+    assert_eq!(site.quay.config("cache_quay_io"), Some(insecure(&q)));
+    assert_eq!(
+        site.quay.config("cache_registry_redhat_io"),
+        Some(insecure("127.0.0.1:1"))
     );
 
-    // quay.io credentials go to both orgs that proxy quay.io.
-    site.quay
-        .state()
-        .logins
-        .insert("quay.io".into(), ("u".into(), "p:w".into()));
+    // quay.io credentials (the pull secret's key is the logical host) go to both orgs that
+    // proxy quay.io, validated against the endpoint.
+    site.quay.login(&q, "u", "p:w", LoginKind::Basic);
     let ps = pull_secret(&mut site, &[("quay.io", "u:p:w")]);
     let out = site.run_with(
         cmd(&[
@@ -722,7 +964,7 @@ fn a_job_maps_namespaces_to_their_own_org_and_status_probes_upstreams() {
         );
     }
 
-    // Status probes each upstream's /v2/ from here, through the job's endpoints.
+    // Status probes each upstream's /v2/ from here, as the org's config says (plain HTTP).
     let out = site.run_with(cmd(&["quay", "orgs", "status"]), "");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
@@ -733,14 +975,124 @@ fn a_job_maps_namespaces_to_their_own_org_and_status_probes_upstreams() {
             .to_string()
     };
     assert!(
-        row("cache_ocp").contains("quay.io/openshift-release-dev")
+        row("cache_ocp").contains(&format!("{q}/openshift-release-dev"))
             && row("cache_ocp").contains("172800s"),
         "{text}"
     );
-    assert!(row("cache_quay_io").ends_with("yes (HTTP 401)"), "{text}");
     assert!(
-        row("cache_registry_redhat_io").ends_with("no (cannot connect)"),
+        row("cache_quay_io").ends_with("yes (HTTP 401, plain HTTP)"),
         "{text}"
+    );
+    assert!(
+        row("cache_registry_redhat_io").ends_with("no (cannot connect, plain HTTP)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn orgs_create_after_a_delete_says_the_name_is_reserved_until_quays_gc() {
+    let site = Site::new("reserved");
+    assert_eq!(site.run(&["quay", "orgs", "create"]).status.code(), Some(0));
+    let out = site.run(&["quay", "orgs", "delete", "--yes"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("keeps their names reserved until its namespace garbage collection"),
+        "{}",
+        stdout(&out)
+    );
+    let out = site.run(&["quay", "orgs", "create"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 3, "{err}");
+    assert!(
+        err.lines()
+            .all(|l| l.contains("HTTP 400: Username is not available")
+                && l.contains(
+                    "stays reserved until Quay's namespace garbage collection purges the old org"
+                )),
+        "{err}"
+    );
+    site.quay.gc_namespaces();
+    let out = site.run(&["quay", "orgs", "create"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("3 created"), "{}", stdout(&out));
+}
+
+#[test]
+fn quays_cannot_resolve_is_reported_as_quays_and_the_new_org_is_removed() {
+    let site = Site::new("resolve");
+    // A site whose Quay has no DNS for quay.io; an SSRF allow-list without docker.io.
+    site.quay.state().unresolvable.insert("quay.io".into());
+    site.quay.state().ssrf_allowed =
+        Some(["quay.io".to_string(), "registry.redhat.io".to_string()].into());
+    let out = site.run(&["quay", "orgs", "create"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let line = |org: &str| {
+        err.lines()
+            .find(|l| l.starts_with(&format!("error: {org} ")))
+            .unwrap_or_else(|| panic!("{org}: {err}"))
+            .to_string()
+    };
+    assert!(
+        line("cache_quay_io").contains("HTTP 400: Cannot resolve hostname 'quay.io' (Quay's own answer: Quay resolves the upstream's host name when the proxy-cache config is created")
+            && line("cache_quay_io").contains("was deleted again"),
+        "{err}"
+    );
+    assert!(
+        line("cache_docker_io")
+            .contains("HTTP 400: Error while creating Proxy cache configuration")
+            && line("cache_docker_io").contains("SSRF_ALLOWED_HOSTS"),
+        "{err}"
+    );
+    let s = site.quay.state();
+    assert_eq!(
+        s.orgs.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["cache_registry_redhat_io"]
+    );
+    assert!(s.reserved.contains("cache_quay_io") && s.reserved.contains("cache_docker_io"));
+}
+
+#[test]
+fn an_expired_token_is_one_line_saying_it_expired() {
+    let site = Site::new("expired");
+    site.quay.expire_token();
+    // From a file written 3 h ago: older than the 9000 s Quay's tokens last.
+    let tf = site.dir.join("token");
+    std::fs::write(&tf, format!("{TOKEN}\n")).unwrap();
+    let three_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&tf)
+        .unwrap()
+        .set_modified(three_hours_ago)
+        .unwrap();
+    let mut c = site.cmd(&[
+        "quay",
+        "orgs",
+        "status",
+        "--no-probe",
+        "--token-file",
+        tf.to_str().unwrap(),
+    ]);
+    c.env_remove("PREWARM_QUAY_TOKEN");
+    let out = site.run_with(c, "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("HTTP 401")
+            && err.contains("the Quay token has expired: its file was written 3h 0m ago and a token from /api/v1/user/initialize lasts 9000 s"),
+        "{err}"
+    );
+    // From the environment its age is unknown: Quay's 401 is "wrong or expired".
+    let out = site.run(&["quay", "orgs", "status", "--no-probe"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("Quay refused the token: it is wrong or has expired (a token from /api/v1/user/initialize lasts 9000 s)"),
+        "{err}"
     );
 }
 
