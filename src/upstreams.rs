@@ -145,31 +145,6 @@ pub fn read_domain_list(path: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The upstreams of a job: the registry of each image, and each `cache.orgs` prefix.
-pub fn job_upstreams(job: &Job) -> Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for (r, _) in job.references()? {
-        let host = r.registry().to_string();
-        if !out.contains(&host) {
-            out.push(host);
-        }
-    }
-    if let Some(cache) = &job.cache {
-        for prefix in cache.orgs.keys() {
-            if !out.contains(prefix) {
-                out.push(prefix.clone());
-            }
-        }
-    }
-    if out.is_empty() {
-        bail!(
-            "{}: the job names no image and no cache.orgs prefix: no upstream to mirror",
-            job.path.display()
-        );
-    }
-    Ok(out)
-}
-
 /// Where `prefix` lives on the cache, as `cache_reference` maps it.
 pub fn mirror_location(cache: &CacheConfig, prefix: &str) -> String {
     let (host, ns) = prefix.split_once('/').unwrap_or((prefix, ""));
@@ -321,8 +296,10 @@ pub struct SiteArgs {
     /// The cache (Quay) host, `host[:port]`. Default: the job's `cache.host`.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub quay: Option<String>,
-    /// A job file: its `cache` section (host, `orgs` overrides) is the mapping, and its images'
-    /// registries are the upstreams unless `--domain-list` is given.
+    /// A job file: its `cache` section (host, `orgs` overrides) is the mapping, its
+    /// `registries:` endpoints are what Quay reaches, and the registries of everything its plan
+    /// would fetch (images, releases and their components, channels, catalogs, ISC) are the
+    /// upstreams unless `--domain-list` is given.
     #[arg(long, value_name = "FILE")]
     pub job: Option<std::path::PathBuf>,
     /// Upstream hosts, one per line. Default: image-lists/mirror.domain.list, unless `--job`
@@ -333,28 +310,22 @@ pub struct SiteArgs {
 
 impl SiteArgs {
     /// The mapping these arguments describe; every error names the flag or file at fault. A
-    /// job's upstreams are its images' registries only: [`SiteArgs::mapping_for_plan`] expands
-    /// releases, channels, catalogs and an ISC too.
-    pub fn mapping(&self) -> Result<Mapping> {
-        let job = self.job.as_deref().map(Job::load).transpose()?;
-        let cache = self.cache_config(job.as_ref())?;
-        let upstreams = match (&self.domain_list, &job) {
-            (Some(list), _) => read_domain_list(list)?,
-            (None, Some(job)) => job_upstreams(job)?,
-            (None, None) => read_domain_list(Path::new(DEFAULT_DOMAIN_LIST))?,
-        };
-        Ok(Mapping::new(cache, &upstreams).with_endpoints(job.as_ref()))
-    }
-
-    /// The mapping with a job's upstreams taken from everything its plan would fetch: the
-    /// job is read as `prewarm plan` reads it (its ISC merged) and its sources expanded by
-    /// [`crate::sources::collect`], which reads release payloads and catalogs.
-    pub async fn mapping_for_plan(&self, global: &crate::cli::Global) -> Result<Mapping> {
-        let Some(path) = self.job.as_deref().filter(|_| self.domain_list.is_none()) else {
-            return self.mapping();
+    /// job is read as `prewarm plan` reads it (its ISC merged) and its upstreams are those of
+    /// everything its plan would fetch, expanded by [`crate::sources::collect`] (which reads
+    /// release payloads and catalogs), plus its `cache.orgs` prefixes.
+    pub async fn mapping(&self, global: &crate::cli::Global) -> Result<Mapping> {
+        let Some(path) = self.job.as_deref() else {
+            let cache = self.cache_config(None)?;
+            let list = self.domain_list.as_deref();
+            let upstreams = read_domain_list(list.unwrap_or(Path::new(DEFAULT_DOMAIN_LIST)))?;
+            return Ok(Mapping::new(cache, &upstreams));
         };
         let (job, registries) = crate::commands::load(path, global, None, None)?;
         let cache = self.cache_config(Some(&job))?;
+        if let Some(list) = &self.domain_list {
+            let upstreams = read_domain_list(list)?;
+            return Ok(Mapping::new(cache, &upstreams).with_endpoints(Some(&job)));
+        }
         let collected = crate::sources::collect(&job, &registries).await?;
         if let Some(f) = collected.failures.first() {
             bail!(

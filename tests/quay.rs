@@ -1,7 +1,9 @@
 //! `prewarm quay …` against the Quay test double (tests/quay_double: no real Quay runs here),
 //! driving the real binary and checking both what it says and what Quay ends up holding.
-//! Every run's stdout and stderr are checked for secrets.
+//! Every run's stdout and stderr are checked for secrets. Where an upstream or a cache must
+//! really answer, the lab's loopback registries stand behind the double.
 
+mod common;
 mod quay_double;
 
 use std::io::Write;
@@ -92,6 +94,13 @@ impl Drop for Site {
     }
 }
 
+/// Assert the exit status, showing both outputs when it differs; returns stdout and stderr.
+fn expect_exit(out: &Output, code: i32) -> (String, String) {
+    let (o, e) = (stdout(out), stderr(out));
+    assert_eq!(out.status.code(), Some(code), "{o}{e}");
+    (o, e)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -119,13 +128,7 @@ fn config(upstream: &str, expiration_s: u64, creds: Option<(&str, &str)>) -> Pro
 fn create_on_an_empty_quay_then_a_rerun_changes_nothing() {
     let site = Site::new("create");
     let out = site.run(&["quay", "orgs", "create", "-vv"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert!(
         stdout(&out).contains("3 cache orgs") && stdout(&out).contains("3 created"),
         "{}",
@@ -151,7 +154,7 @@ fn create_on_an_empty_quay_then_a_rerun_changes_nothing() {
 
     site.quay.clear_log();
     let out = site.run(&["quay", "orgs", "create"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let text = stdout(&out);
     assert!(text.contains("0 created, 3 unchanged"), "{text}");
     assert_eq!(text.matches(" unchanged\n").count(), 3, "{text}");
@@ -164,7 +167,7 @@ fn a_differing_config_is_reported_and_replaced_only_with_force() {
     site.quay
         .add_org("cache_quay_io", Some(config("quay.io", 3600, None)));
     let out = site.run(&["quay", "orgs", "create"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     let text = stdout(&out);
     assert!(
         text.contains("cache_quay_io")
@@ -181,7 +184,7 @@ fn a_differing_config_is_reported_and_replaced_only_with_force() {
     );
 
     let out = site.run(&["quay", "orgs", "create", "--force"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(
         stdout(&out).contains("replaced: was expiration 3600s (wanted 86400s)"),
         "{}",
@@ -262,13 +265,7 @@ fn credentials_with_a_colon_inside_the_password() {
         "registry.redhat.io",
         "-vv",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     // The whole password, after the first colon; the existing expiration kept.
     assert_eq!(
         site.quay.config("cache_quay_io"),
@@ -330,8 +327,7 @@ fn a_failed_validation_leaves_the_old_config_untouched() {
         "--registry",
         "quay.io",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let (_, err) = expect_exit(&out, 1);
     assert!(
         err.contains("cache_quay_io")
             && err.contains(
@@ -370,8 +366,7 @@ fn a_failed_post_restores_the_old_config_and_says_so() {
         "--registry",
         "quay.io",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let (_, err) = expect_exit(&out, 1);
     assert!(
         err.contains("HTTP 500: Internal Server Error")
             && err.contains(
@@ -406,8 +401,7 @@ fn credentials_default_to_the_upstreams_the_pull_secret_has() {
         "--registry",
         "registry.redhat.io",
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let (_, err) = expect_exit(&out, 2);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("pull-secret.json") && err.contains("auths.registry.redhat.io"),
@@ -418,13 +412,7 @@ fn credentials_default_to_the_upstreams_the_pull_secret_has() {
     // Without --registry: the upstreams of the domain list that the pull secret has; the ones
     // it lacks are listed and left alone.
     let out = site.run(&["quay", "credentials", "--pull-secret", ps.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let err = stderr(&out);
     assert!(
         err.contains("has no credentials for registry.redhat.io, docker.io")
@@ -527,16 +515,10 @@ fn two_credentials_runs_back_to_back_both_succeed() {
     let ps = pull_secret(&mut site, &[("quay.io", "u:s3cret-pw")]);
     let args = ["quay", "credentials", "--pull-secret", ps.to_str().unwrap()];
     let first = site.run(&args);
-    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    expect_exit(&first, 0);
     // No namespace GC runs in between: the first run's scratch org name stays reserved.
     let second = site.run(&args);
-    assert_eq!(
-        second.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&second),
-        stderr(&second)
-    );
+    expect_exit(&second, 0);
     let s = site.quay.state();
     let scratch: Vec<&String> = s
         .reserved
@@ -573,7 +555,7 @@ fn delete_asks_first_then_removes_the_orgs() {
     assert_eq!(site.quay.state().orgs.len(), 4);
 
     let out = site.run_with(site.cmd(&["quay", "orgs", "delete"]), "y\n");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert_eq!(
         site.quay.state().orgs.keys().collect::<Vec<_>>(),
         ["unrelated"]
@@ -595,7 +577,7 @@ fn status_is_a_table_of_the_orgs() {
         .add_org("cache_quay_io", Some(config("quay.io", 7200, None)));
     site.quay.add_org("cache_docker_io", None);
     let out = site.run(&["quay", "orgs", "status", "--no-probe"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let text = stdout(&out);
     let row = |org: &str| {
         text.lines()
@@ -625,8 +607,7 @@ fn token_and_tls_errors_are_one_line_with_quays_message() {
     let mut c = site.cmd(&["quay", "orgs", "status", "--no-probe"]);
     c.env("PREWARM_QUAY_TOKEN", "wrong-token");
     let out = site.run_with(c, "");
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let (_, err) = expect_exit(&out, 2);
     assert!(
         err.contains("GET /api/v1/user/: HTTP 401: Invalid bearer token"),
         "{err}"
@@ -694,8 +675,7 @@ fn quay_errors_are_reported_not_ignored() {
     // A user already holds the name: Quay's message, the org named, non-zero exit.
     site.quay.state().users.insert("cache_quay_io".into());
     let out = site.run(&["quay", "orgs", "create"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let (_, err) = expect_exit(&out, 1);
     assert!(
         err.contains("error: cache_quay_io (quay.io): POST /api/v1/organization/: HTTP 400: A user or organization with this name already exists"),
         "{err}"
@@ -715,7 +695,7 @@ fn pull_access_writes_robot_credentials_as_a_pull_secret() {
     }
     let file = site.dir.join("cache-pull-secret.json");
     let out = site.run(&["quay", "pull-access", "--output", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let ps: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     for org in ORGS {
@@ -750,13 +730,7 @@ fn pull_access_writes_robot_credentials_as_a_pull_secret() {
     let before = std::fs::read(&file).unwrap();
     site.quay.clear_log();
     let out = site.run(&["quay", "pull-access", "--output", file.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert!(site.quay.writes().is_empty(), "{:?}", site.quay.writes());
     assert_eq!(std::fs::read(&file).unwrap(), before);
     assert_eq!(
@@ -783,7 +757,7 @@ fn pull_access_writes_robot_credentials_as_a_pull_secret() {
         .teams
         .clear();
     let out = site.run(&["quay", "pull-access", "--output", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(
         stdout(&out).contains("team created, robot added to the team"),
         "{}",
@@ -842,7 +816,7 @@ fn quota_is_set_once_and_then_left_alone() {
         "100",
     ];
     let out = site.run(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     for org in ORGS {
         let q = site.quay.state().orgs[org].quota.clone().unwrap();
         assert_eq!(q.limit_bytes, 500_000_000_000);
@@ -896,13 +870,7 @@ fn a_job_maps_namespaces_to_their_own_org_and_endpoints_become_upstreams() {
         cmd(&["quay", "orgs", "create", "--expiration", "172800"]),
         "",
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(
         site.quay
             .state()
@@ -949,13 +917,7 @@ fn a_job_maps_namespaces_to_their_own_org_and_endpoints_become_upstreams() {
         ]),
         "",
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     for org in ["cache_ocp", "cache_quay_io"] {
         assert_eq!(
             site.quay.config(org).unwrap().password.as_deref(),
@@ -966,7 +928,7 @@ fn a_job_maps_namespaces_to_their_own_org_and_endpoints_become_upstreams() {
 
     // Status probes each upstream's /v2/ from here, as the org's config says (plain HTTP).
     let out = site.run_with(cmd(&["quay", "orgs", "status"]), "");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let text = stdout(&out);
     let row = |org: &str| {
         text.lines()
@@ -1001,8 +963,7 @@ fn orgs_create_after_a_delete_says_the_name_is_reserved_until_quays_gc() {
         stdout(&out)
     );
     let out = site.run(&["quay", "orgs", "create"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let (_, err) = expect_exit(&out, 1);
     assert_eq!(err.trim().lines().count(), 3, "{err}");
     assert!(
         err.lines()
@@ -1014,7 +975,7 @@ fn orgs_create_after_a_delete_says_the_name_is_reserved_until_quays_gc() {
     );
     site.quay.gc_namespaces();
     let out = site.run(&["quay", "orgs", "create"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(stdout(&out).contains("3 created"), "{}", stdout(&out));
 }
 
@@ -1026,8 +987,7 @@ fn quays_cannot_resolve_is_reported_as_quays_and_the_new_org_is_removed() {
     site.quay.state().ssrf_allowed =
         Some(["quay.io".to_string(), "registry.redhat.io".to_string()].into());
     let out = site.run(&["quay", "orgs", "create"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let (_, err) = expect_exit(&out, 1);
     let line = |org: &str| {
         err.lines()
             .find(|l| l.starts_with(&format!("error: {org} ")))
@@ -1077,18 +1037,29 @@ fn an_expired_token_is_one_line_saying_it_expired() {
     ]);
     c.env_remove("PREWARM_QUAY_TOKEN");
     let out = site.run_with(c, "");
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let (_, err) = expect_exit(&out, 2);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("HTTP 401")
             && err.contains("the Quay token has expired: its file was written 3h 0m ago and a token from /api/v1/user/initialize lasts 9000 s"),
         "{err}"
     );
+    // Accepted at the start, refused later: it expired during the run.
+    {
+        let mut s = site.quay.state();
+        s.token_expires = std::time::SystemTime::now() + std::time::Duration::from_secs(9000);
+        s.token_requests_left = Some(2);
+    }
+    let out = site.run(&["quay", "orgs", "create"]);
+    let (_, err) = expect_exit(&out, 1);
+    assert!(
+        err.contains("HTTP 401: Invalid bearer token (the Quay token has expired during this run: Quay accepted it at the start"),
+        "{err}"
+    );
+    site.quay.expire_token();
     // From the environment its age is unknown: Quay's 401 is "wrong or expired".
     let out = site.run(&["quay", "orgs", "status", "--no-probe"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let (_, err) = expect_exit(&out, 2);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("Quay refused the token: it is wrong or has expired (a token from /api/v1/user/initialize lasts 9000 s)"),
@@ -1118,6 +1089,197 @@ fn every_new_subcommand_help_has_an_example() {
         assert!(
             text.contains("Example:") && text.contains(&format!("prewarm {}", sub.join(" "))),
             "{sub:?}: {text}"
+        );
+    }
+}
+
+/// The lab job's `registries:` (and everything else but the cache host and image lists), with
+/// the double as the cache, plus `extra`.
+fn lab_job(
+    env: &common::Env,
+    quay: &QuayDouble,
+    name: &str,
+    keep_images: bool,
+    extra: &str,
+) -> PathBuf {
+    let base = std::fs::read_to_string(&env.job).unwrap();
+    let mut text: String = base
+        .lines()
+        .filter(|l| keep_images || !l.starts_with("image_lists:"))
+        .map(|l| {
+            if l.trim_start().starts_with("host: ") {
+                format!("  host: {}\n", quay.host())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    text.push_str(extra);
+    let path = env.dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn orgs_job_of_a_releases_job_takes_the_release_upstreams_and_status_probes_plain_http() {
+    let env = common::lab("quay-releases");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(env.lab.seed_ocp()).expect("seed OCP content");
+    let quay = QuayDouble::start();
+    let job = lab_job(
+        &env,
+        &quay,
+        "releases.yaml",
+        false,
+        "releases:\n- quay.io/openshift-release-dev/ocp-release:4.20.3-x86_64\n",
+    );
+    // The upstreams `prewarm plan` would fetch from: the release and its components.
+    let plan = env.prewarm(&["plan", job.to_str().unwrap(), "-o", "json"]);
+    assert!(plan.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let mut want: Vec<String> = plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let r: prewarm::reference::Reference = i["source"].as_str().unwrap().parse().unwrap();
+            prewarm::job::default_org(r.registry())
+        })
+        .collect();
+    want.sort();
+    want.dedup();
+    assert!(plan["images"].as_array().unwrap().len() > 5);
+    assert_eq!(want, ["cache_quay_io"]);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+        .args(["quay", "orgs", "create", "--job"])
+        .arg(&job)
+        .arg("--authfile")
+        .arg(&env.auth)
+        .env("PREWARM_QUAY_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    expect_exit(&out, 0);
+    let orgs: Vec<String> = quay.state().orgs.keys().cloned().collect();
+    assert_eq!(orgs, want);
+    // The job serves quay.io from the lab's upstream: that is what Quay must reach.
+    let upstream = env.lab.quay_addr();
+    assert!(
+        stderr(&out).contains(&format!(
+            "the org's upstream is {upstream} (insecure: plain HTTP)"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        quay.config("cache_quay_io"),
+        Some(ProxyConfig {
+            insecure: true,
+            ..config(&upstream, 86400, None)
+        })
+    );
+
+    // Status from a domain list alone (no job to say how the upstream is reached): it probes
+    // as the org's config on Quay says, plain HTTP, and the lab's upstream answers.
+    let list = env.dir.join("domains.list");
+    std::fs::write(&list, "quay.io\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+        .args([
+            "quay",
+            "orgs",
+            "status",
+            "--insecure",
+            "--quay",
+            &quay.host(),
+            "--domain-list",
+        ])
+        .arg(&list)
+        .env("PREWARM_QUAY_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    expect_exit(&out, 0);
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("cache_quay_io "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.ends_with("yes (HTTP 200, plain HTTP)"), "{text}");
+}
+
+#[test]
+fn verify_reads_through_the_cache_orgs_with_the_pull_secret_pull_access_wrote() {
+    let env = common::lab("quay-verify");
+    let quay = QuayDouble::start();
+    quay.serve_registry(env.lab.front_addr().parse().unwrap());
+    let list = env.dir.join("domains.list");
+    std::fs::write(&list, "quay.io\nregistry.redhat.io\n").unwrap();
+    for org in ["cache_quay_io", "cache_registry_redhat_io"] {
+        quay.add_org(org, Some(config("x.io", 60, None)));
+    }
+    let ps = env.dir.join("cache-pull-secret.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+        .args([
+            "quay",
+            "pull-access",
+            "--insecure",
+            "--quay",
+            &quay.host(),
+            "--domain-list",
+        ])
+        .arg(&list)
+        .arg("--output")
+        .arg(&ps)
+        .env("PREWARM_QUAY_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    expect_exit(&out, 0);
+    let keys: Vec<String> =
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&ps).unwrap()).unwrap()["auths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+    assert_eq!(
+        keys,
+        [
+            format!("{}/cache_quay_io", quay.host()),
+            format!("{}/cache_registry_redhat_io", quay.host())
+        ]
+    );
+    // Every image of the lab, resolved and read through the double's cache orgs, where each
+    // org lets in only its own robot.
+    let job = lab_job(&env, &quay, "verify.yaml", true, "resolve: cache\n");
+    let verify = |authfile: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args(["verify", "--no-state", "-q"])
+            .arg(&job)
+            .arg("--authfile")
+            .arg(authfile)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .output()
+            .unwrap()
+    };
+    // Without the robots' credentials the orgs refuse: the double really checks.
+    let empty = env.dir.join("empty-auth.json");
+    std::fs::write(&empty, r#"{"auths": {}}"#).unwrap();
+    let out = verify(&empty);
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    // DEPENDS ON THE TRANSPORT BRANCH (issue 11 point 5, namespace-scoped auth keys): the
+    // pull secret holds only `host/cache_<org>` keys; until the registry client looks keys up
+    // by repository, this run fails with "no credentials found for it in the auth file".
+    let out = verify(&ps);
+    expect_exit(&out, 0);
+    let s = quay.state();
+    for org in ["cache_quay_io", "cache_registry_redhat_io"] {
+        assert!(
+            s.log
+                .iter()
+                .any(|r| r.path.starts_with(&format!("/v2/{org}/"))),
+            "no request reached {org}"
         );
     }
 }

@@ -51,13 +51,13 @@ pub enum QuayCommand {
     Orgs(OrgsCommand),
     /// Set upstream credentials on the cache orgs from a pull secret, validated first.
     #[command(
-        after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay credentials --quay mirror.example:8443 --pull-secret pull-secret.json\n  prewarm quay credentials --job job.yaml --token-file token --pull-secret ps.json --registry quay.io\n\nEach org's new config is validated by Quay (validateproxycache, on a scratch org since Quay\nrefuses to validate an org that has a config) before the current one is deleted; if the POST\nfails the old upstream settings are put back. Quay never returns credentials, so credentials\nset earlier cannot be restored."
+        after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay credentials --quay mirror.example:8443 --pull-secret pull-secret.json\n  prewarm quay credentials --job job.yaml --token-file token --pull-secret ps.json --registry quay.io\n\nWithout --registry: every upstream of the domain list / job that the pull secret has (the\nothers are listed). Each org's new config is validated by Quay (validateproxycache, on a\nscratch org named for the run since Quay refuses to validate an org that has a config) before\nthe current one is deleted; only \"Valid\" counts (\"Anonymous\" means Quay could not log in\nwith the credentials). If the POST fails the old upstream settings are put back. Quay never\nreturns credentials, so credentials set earlier cannot be restored."
     )]
     Credentials(credentials::CredentialsArgs),
     /// Give the cluster pull access: per cache org a team (role member) and a robot in it;
     /// writes the robots' credentials as a pull secret.
     #[command(
-        after_help = "Example:\n  prewarm quay pull-access --quay mirror.example:8443 --token-file token --output cache-pull-secret.json\n\nThe file has one `auths` entry per cache org (`mirror.example:8443/cache_quay_io`), the form\ncontainers and OpenShift accept for namespace-scoped credentials. It is written with mode 0600."
+        after_help = "Example:\n  prewarm quay pull-access --quay mirror.example:8443 --token-file token --output cache-pull-secret.json\n\nThe file has one `auths` entry per cache org (`mirror.example:8443/cache_quay_io`), the form\ncontainers and OpenShift accept for namespace-scoped credentials. It is written with mode 0600,\natomically, and only when every org succeeded; a rerun makes nothing new and leaves it as it was."
     )]
     PullAccess(access::PullAccessArgs),
     /// Set a storage quota (and Warning/Reject limits) on every cache org; needs a superuser token.
@@ -122,7 +122,7 @@ pub async fn open(
 /// upstreams are those of everything its plan would fetch; an org whose upstream the job's
 /// `registries:` moves to another endpoint is said so on stderr.
 pub async fn cache_orgs(args: &ConnArgs, global: &Global) -> Result<(Mapping, Vec<CacheOrg>)> {
-    let mapping = args.site.mapping_for_plan(global).await?;
+    let mapping = args.site.mapping(global).await?;
     let orgs = mapping.cache_orgs()?;
     for o in &orgs {
         if let Some(note) = o.endpoint_note() {

@@ -8,7 +8,7 @@
 //!   `invalid_token`, none on any other method → 403 `{"error": "CSRF token was invalid or
 //!   missing."}`, a wrong one → 401; the token expires 9000 s after the double starts (as a
 //!   token from `POST /api/v1/user/initialize` does) and then gets 401 like a wrong one
-//!   ([`QuayDouble::expire_token`] jumps there);
+//!   ([`QuayDouble::expire_token`] jumps there, `token_requests_left` after some requests);
 //! - `POST /api/v1/organization/` → 201 `"Created"`, taken → 400 "A user or organization with
 //!   this name already exists", a DELETED name → 400 "Username is not available" until the
 //!   namespace garbage collection runs ([`QuayDouble::gc_namespaces`]; a real Quay's worker
@@ -125,6 +125,8 @@ pub struct State {
     pub fail_proxycache_posts: usize,
     /// When the OAuth token stops working.
     pub token_expires: SystemTime,
+    /// The token expires after this many more `/api/v1` requests (an expiry mid-run).
+    pub token_requests_left: Option<usize>,
     /// Registry bearer tokens handed out by `/v2/auth` → the repositories they may pull.
     pub registry_tokens: BTreeMap<String, BTreeSet<String>>,
     pub log: Vec<Request>,
@@ -156,6 +158,7 @@ impl QuayDouble {
             ssrf_allowed: None,
             fail_proxycache_posts: 0,
             token_expires: SystemTime::now() + TOKEN_LIFETIME,
+            token_requests_left: None,
             registry_tokens: BTreeMap::new(),
             log: Vec::new(),
             next_id: 0,
@@ -549,6 +552,11 @@ fn proxy_body(body: &str) -> Result<ProxyConfig, Reply> {
 }
 
 fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body: &str) -> Reply {
+    match s.token_requests_left {
+        Some(0) => s.token_expires = SystemTime::now() - Duration::from_secs(1),
+        Some(n) => s.token_requests_left = Some(n - 1),
+        None => {}
+    }
     match auth {
         None if method == "GET" => {
             return reply(
