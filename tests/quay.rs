@@ -95,6 +95,7 @@ impl Drop for Site {
 }
 
 /// Assert the exit status, showing both outputs when it differs; returns stdout and stderr.
+#[track_caller]
 fn expect_exit(out: &Output, code: i32) -> (String, String) {
     let (o, e) = (stdout(out), stderr(out));
     assert_eq!(out.status.code(), Some(code), "{o}{e}");
@@ -1214,6 +1215,37 @@ fn verify_reads_through_the_cache_orgs_with_the_pull_secret_pull_access_wrote() 
     let env = common::lab("quay-verify");
     let quay = QuayDouble::start();
     quay.serve_registry(env.lab.front_addr().parse().unwrap());
+
+    // As on a real Quay, a HEAD on a blob the cache org lacks makes it fetch the whole blob.
+    let image = &env.seed.images[0];
+    let (digest, _) = image.blobs[0].clone();
+    let cached = format!("cache_quay_io/{}", image.repository);
+    assert!(!env.proxy_holds(&cached, &digest));
+    let admin = format!("$oauthtoken:{TOKEN}");
+    let (status, body) = raw_http(
+        &quay.host(),
+        "GET",
+        &format!("/v2/auth?service=x&scope=repository:{cached}:pull"),
+        &format!("Basic {}", b64(&admin)),
+    );
+    assert_eq!(status, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let (status, _) = raw_http(
+        &quay.host(),
+        "HEAD",
+        &format!("/v2/{cached}/blobs/{digest}"),
+        &bearer,
+    );
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !env.proxy_holds(&cached, &digest) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a HEAD through the cache org left {digest} unfetched"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let list = env.dir.join("domains.list");
     std::fs::write(&list, "quay.io\nregistry.redhat.io\n").unwrap();
     for org in ["cache_quay_io", "cache_registry_redhat_io"] {
@@ -1282,4 +1314,24 @@ fn verify_reads_through_the_cache_orgs_with_the_pull_secret_pull_access_wrote() 
             "no request reached {org}"
         );
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection: the status and the body.
+fn raw_http(addr: &str, method: &str, target: &str, authorization: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|b| b.1).unwrap_or("");
+    (status, body.to_string())
 }

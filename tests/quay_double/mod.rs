@@ -33,7 +33,8 @@
 //!   bearer-token flow (`/v2/auth` takes `robot:token` or `$oauthtoken:<token>` and grants pull
 //!   on the repositories of orgs whose teams hold the robot; anonymous pulls through a cache org
 //!   are refused), every authorised request relayed byte for byte to a real registry standing in
-//!   for Quay's storage (the lab's cache front).
+//!   for Quay's storage (the lab's cache front) — a HEAD on a blob after a whole GET of it, since
+//!   a HEAD on a blob a cache org lacks makes Quay fetch the whole blob from upstream first.
 //!
 //! It is a real HTTP/1.1 server on 127.0.0.1 (std TcpListener, a thread per connection, one
 //! request per connection). Tests set which upstream credentials log in and how ([`Login`]),
@@ -468,7 +469,10 @@ fn registry_auth(
     }
 }
 
-/// Send the request on to `backend` and its answer back, byte for byte.
+/// Send the request on to `backend` and its answer back, byte for byte. A HEAD on a blob is
+/// preceded by a whole GET of it, as a real Quay's cache org fetches a blob it lacks from
+/// upstream before it answers a HEAD (so a HEAD's success says nothing about what the cache
+/// held before).
 fn relay(
     mut conn: TcpStream,
     backend: SocketAddr,
@@ -477,6 +481,22 @@ fn relay(
     headers: &[(String, String)],
     body: &[u8],
 ) -> std::io::Result<()> {
+    if method == "HEAD" && target.contains("/blobs/") {
+        send(backend, "GET", target, headers, &[], &mut std::io::sink())?;
+    }
+    send(backend, method, target, headers, body, &mut conn)?;
+    conn.flush()
+}
+
+/// One request to `backend`, its whole answer copied to `to`.
+fn send(
+    backend: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    to: &mut impl Write,
+) -> std::io::Result<u64> {
     let mut up = TcpStream::connect(backend)?;
     let mut head =
         format!("{method} {target} HTTP/1.1\r\nHost: {backend}\r\nConnection: close\r\n");
@@ -489,8 +509,7 @@ fn relay(
     head.push_str("\r\n");
     up.write_all(head.as_bytes())?;
     up.write_all(body)?;
-    std::io::copy(&mut up, &mut conn)?;
-    conn.flush()
+    std::io::copy(&mut up, to)
 }
 
 /// The host name of an `upstream_registry` (`host[:port][/namespace]`), without the port.
