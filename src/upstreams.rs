@@ -445,6 +445,66 @@ mod tests {
     }
 
     #[test]
+    fn a_job_endpoint_becomes_the_orgs_upstream() {
+        let job = Job::parse(
+            "cache:\n  host: q:8443\n  orgs:\n    quay.io/openshift-release-dev: cache_ocp\nregistries:\n  quay.io:\n    endpoint: 127.0.0.1:5000\n    insecure: true\n  registry.redhat.io:\n    insecure: true\n",
+            Path::new("/site/job.yaml"),
+        )
+        .unwrap();
+        let m = Mapping::new(
+            job.cache.clone().unwrap(),
+            &[
+                "quay.io".into(),
+                "registry.redhat.io".into(),
+                "docker.io".into(),
+            ],
+        )
+        .with_endpoints(Some(&job));
+        let orgs = m.cache_orgs().unwrap();
+        let got: Vec<(&str, &str, &str, bool, bool)> = orgs
+            .iter()
+            .map(|o| {
+                (
+                    o.org.as_str(),
+                    o.source.as_str(),
+                    o.upstream.as_str(),
+                    o.insecure,
+                    o.endpoint.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cache_docker_io", "docker.io", "docker.io", false, false),
+                (
+                    "cache_ocp",
+                    "quay.io/openshift-release-dev",
+                    "127.0.0.1:5000/openshift-release-dev",
+                    true,
+                    true
+                ),
+                ("cache_quay_io", "quay.io", "127.0.0.1:5000", true, true),
+                // Same host, only plain HTTP: no move to tell, but Quay must be told `insecure`.
+                (
+                    "cache_registry_redhat_io",
+                    "registry.redhat.io",
+                    "registry.redhat.io",
+                    true,
+                    false
+                ),
+            ]
+        );
+        let note = orgs[2].endpoint_note().unwrap();
+        assert!(
+            note.contains("the job serves quay.io from 127.0.0.1:5000")
+                && note.contains("(insecure: plain HTTP)"),
+            "{note}"
+        );
+        assert_eq!(orgs[0].endpoint_note(), None);
+    }
+
+    #[test]
     fn cache_orgs_with_namespaces() {
         let c = cache("q:8443", &[("quay.io/openshift-release-dev", "cache_ocp")]);
         let m = Mapping::new(
