@@ -74,7 +74,7 @@ pub enum Command {
     /// Print the cluster's mirror configuration for the cache orgs: registries.conf, IDMS,
     /// ITMS, ICSP, MachineConfigs or the install-config snippet.
     #[command(
-        after_help = "Example:\n  prewarm mirror-config --quay mirror.example:8443 --format registries.conf\n  prewarm mirror-config --job job.yaml --format idms --source-policy never-contact-source -o idms.yaml\n  prewarm mirror-config --quay mirror.example:8443 --format machineconfig | oc apply -f -\n\nThe upstreams are the hosts of --domain-list (default image-lists/mirror.domain.list) or the\njob's images; each maps to its cache org as the job's `cache.orgs` / `cache_<host>` rule says."
+        after_help = "Example:\n  prewarm mirror-config --quay mirror.example:8443 --format registries.conf\n  prewarm mirror-config --job job.yaml --format idms --source-policy never-contact-source -o idms.yaml\n  prewarm mirror-config --quay mirror.example:8443 --format machineconfig | oc apply -f -\n\nThe upstreams are the hosts of --domain-list (default image-lists/mirror.domain.list) or of\neverything the job's plan would fetch; each maps to its cache org as the job's `cache.orgs` / `cache_<host>` rule says."
     )]
     MirrorConfig(crate::mirrorconf::MirrorConfigArgs),
     /// Push every image of the plan into a registry's repositories, digests unchanged.

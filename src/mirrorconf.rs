@@ -357,8 +357,8 @@ pub fn render(mapping: &Mapping, format: Format, opts: &Options) -> String {
 }
 
 /// `prewarm mirror-config`.
-pub fn run(args: &MirrorConfigArgs) -> Result<i32> {
-    let mapping = args.site.mapping()?;
+pub async fn run(args: &MirrorConfigArgs, global: &crate::cli::Global) -> Result<i32> {
+    let mapping = args.site.mapping(global).await?;
     let opts = Options {
         insecure: args.insecure,
         pull_from_mirror: args.pull_from_mirror,

@@ -1,8 +1,11 @@
 //! Which upstreams a site mirrors through its cache, and where each lives on the cache.
 //!
 //! The upstreams come from a domain list (one host per line, as the site's
-//! `mirror.domain.list`) or from a job (the registries of its images plus its `cache.orgs`
-//! prefixes). Where an upstream prefix lives on the cache is never computed here: it is read
+//! `mirror.domain.list`) or from a job: the registries of everything its plan would fetch
+//! (images, release payloads and their components, catalogs and their bundles, an ISC's
+//! content — expanded by [`crate::sources::collect`], the code `prewarm plan` uses) plus its
+//! `cache.orgs` prefixes. A job's `registries:` endpoint for a host is what a Quay proxy-cache
+//! org must reach, so it becomes that org's `upstream_registry`. Where an upstream prefix lives on the cache is never computed here: it is read
 //! off [`CacheConfig::cache_reference`], the one mapping every command shares, by mapping a
 //! probe repository under the prefix and taking the probe back off. Both `prewarm quay` (which
 //! org proxies which upstream) and `prewarm mirror-config` (which prefix mirrors to where)
@@ -13,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::job::{CacheConfig, Job};
+use crate::job::{CacheConfig, Endpoint, Job};
 use crate::reference::Reference;
 
 /// The default domain list, relative to the working directory.
@@ -35,7 +38,42 @@ pub struct Mirror {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheOrg {
     pub org: String,
+    /// The source prefix as images name it (`quay.io`, `quay.io/openshift-release-dev`); its
+    /// host is the pull-secret key for the org's upstream credentials.
+    pub source: String,
+    /// What Quay reaches: `source`, or `source` on the job's endpoint for its host.
     pub upstream: String,
+    /// The job says the upstream's endpoint is plain HTTP / unverified TLS.
+    pub insecure: bool,
+    /// The job's `registries:` endpoint and CA for the source's host, when it has one.
+    pub endpoint: Option<Endpoint>,
+}
+
+impl CacheOrg {
+    /// The source's host (`quay.io`).
+    pub fn source_host(&self) -> &str {
+        self.source.split('/').next().unwrap_or(&self.source)
+    }
+
+    /// What to tell the user when the job moves the upstream to another endpoint.
+    pub fn endpoint_note(&self) -> Option<String> {
+        let ep = self.endpoint.as_ref()?;
+        let host = self.source_host();
+        let mut note = format!(
+            "{}: the job serves {host} from {} (registries.{host}.endpoint), so that endpoint is what Quay must reach: the org's upstream is {}{}",
+            self.org,
+            ep.address,
+            self.upstream,
+            if self.insecure { " (insecure: plain HTTP)" } else { "" }
+        );
+        if let Some(ca) = &ep.ca {
+            note.push_str(&format!(
+                "; its TLS is signed by {}: Quay must trust that CA (Quay's extra_ca_certs)",
+                ca.display()
+            ));
+        }
+        Some(note)
+    }
 }
 
 /// The upstream prefixes of a site, each with its mirror location, sorted by source.
@@ -43,6 +81,8 @@ pub struct CacheOrg {
 pub struct Mapping {
     pub cache: CacheConfig,
     pub mirrors: Vec<Mirror>,
+    /// Per upstream host, where the job says it is served from (its `registries:` entries).
+    pub endpoints: BTreeMap<String, Endpoint>,
 }
 
 /// A host line from a domain list, normalised as image references normalise registries
@@ -105,31 +145,6 @@ pub fn read_domain_list(path: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The upstreams of a job: the registry of each image, and each `cache.orgs` prefix.
-pub fn job_upstreams(job: &Job) -> Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for (r, _) in job.references()? {
-        let host = r.registry().to_string();
-        if !out.contains(&host) {
-            out.push(host);
-        }
-    }
-    if let Some(cache) = &job.cache {
-        for prefix in cache.orgs.keys() {
-            if !out.contains(prefix) {
-                out.push(prefix.clone());
-            }
-        }
-    }
-    if out.is_empty() {
-        bail!(
-            "{}: the job names no image and no cache.orgs prefix: no upstream to mirror",
-            job.path.display()
-        );
-    }
-    Ok(out)
-}
-
 /// Where `prefix` lives on the cache, as `cache_reference` maps it.
 pub fn mirror_location(cache: &CacheConfig, prefix: &str) -> String {
     let (host, ns) = prefix.split_once('/').unwrap_or((prefix, ""));
@@ -163,7 +178,21 @@ impl Mapping {
             .into_iter()
             .map(|(source, location)| Mirror { source, location })
             .collect();
-        Mapping { cache, mirrors }
+        Mapping {
+            cache,
+            mirrors,
+            endpoints: BTreeMap::new(),
+        }
+    }
+
+    /// The job's `registries:` entries (endpoint, insecure, CA) for the upstream hosts.
+    pub fn with_endpoints(mut self, job: Option<&Job>) -> Mapping {
+        if let Some(job) = job {
+            for host in job.registries.keys() {
+                self.endpoints.insert(host.clone(), job.endpoint(host));
+            }
+        }
+        self
     }
 
     /// The Quay cache orgs this mapping needs, each with its `upstream_registry`.
@@ -217,8 +246,35 @@ impl Mapping {
         }
         Ok(orgs
             .into_iter()
-            .map(|(org, upstream)| CacheOrg { org, upstream })
+            .map(|(org, source)| self.cache_org(org, source))
             .collect())
+    }
+
+    /// The org for `source`, its upstream moved to the job's endpoint for its host if any.
+    fn cache_org(&self, org: String, source: String) -> CacheOrg {
+        let (host, ns) = source.split_once('/').unwrap_or((&source, ""));
+        let Some(ep) = self.endpoints.get(host) else {
+            return CacheOrg {
+                org,
+                upstream: source.clone(),
+                source,
+                insecure: false,
+                endpoint: None,
+            };
+        };
+        let upstream = if ns.is_empty() {
+            ep.address.clone()
+        } else {
+            format!("{}/{ns}", ep.address)
+        };
+        let moved = ep.address != host || ep.ca.is_some();
+        CacheOrg {
+            org,
+            upstream,
+            insecure: ep.insecure,
+            endpoint: moved.then(|| ep.clone()),
+            source,
+        }
     }
 }
 
@@ -240,8 +296,10 @@ pub struct SiteArgs {
     /// The cache (Quay) host, `host[:port]`. Default: the job's `cache.host`.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub quay: Option<String>,
-    /// A job file: its `cache` section (host, `orgs` overrides) is the mapping, and its images'
-    /// registries are the upstreams unless `--domain-list` is given.
+    /// A job file: its `cache` section (host, `orgs` overrides) is the mapping, its
+    /// `registries:` endpoints are what Quay reaches, and the registries of everything its plan
+    /// would fetch (images, releases and their components, channels, catalogs, ISC) are the
+    /// upstreams unless `--domain-list` is given.
     #[arg(long, value_name = "FILE")]
     pub job: Option<std::path::PathBuf>,
     /// Upstream hosts, one per line. Default: image-lists/mirror.domain.list, unless `--job`
@@ -251,10 +309,56 @@ pub struct SiteArgs {
 }
 
 impl SiteArgs {
-    /// The mapping these arguments describe; every error names the flag or file at fault.
-    pub fn mapping(&self) -> Result<Mapping> {
-        let job = self.job.as_deref().map(Job::load).transpose()?;
-        let mut cache = match job.as_ref().and_then(|j| j.cache.clone().map(|c| (j, c))) {
+    /// The mapping these arguments describe; every error names the flag or file at fault. A
+    /// job is read as `prewarm plan` reads it (its ISC merged) and its upstreams are those of
+    /// everything its plan would fetch, expanded by [`crate::sources::collect`] (which reads
+    /// release payloads and catalogs), plus its `cache.orgs` prefixes.
+    pub async fn mapping(&self, global: &crate::cli::Global) -> Result<Mapping> {
+        let Some(path) = self.job.as_deref() else {
+            let cache = self.cache_config(None)?;
+            let list = self.domain_list.as_deref();
+            let upstreams = read_domain_list(list.unwrap_or(Path::new(DEFAULT_DOMAIN_LIST)))?;
+            return Ok(Mapping::new(cache, &upstreams));
+        };
+        let (job, registries) = crate::commands::load(path, global, None, None)?;
+        let cache = self.cache_config(Some(&job))?;
+        if let Some(list) = &self.domain_list {
+            let upstreams = read_domain_list(list)?;
+            return Ok(Mapping::new(cache, &upstreams).with_endpoints(Some(&job)));
+        }
+        let collected = crate::sources::collect(&job, &registries).await?;
+        if let Some(f) = collected.failures.first() {
+            bail!(
+                "{}: cannot tell which upstreams the plan needs: {} ({}): {}{}",
+                path.display(),
+                f.reference,
+                f.origin,
+                f.error,
+                match collected.failures.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more sources that could not be read)", n - 1),
+                }
+            );
+        }
+        let mut upstreams: Vec<String> = Vec::new();
+        for (r, _) in &collected.references {
+            let host = r.registry().to_string();
+            if !upstreams.contains(&host) {
+                upstreams.push(host);
+            }
+        }
+        if upstreams.is_empty() && cache.orgs.is_empty() {
+            bail!(
+                "{}: the job's plan fetches nothing and it has no cache.orgs prefix: no upstream to mirror",
+                path.display()
+            );
+        }
+        Ok(Mapping::new(cache, &upstreams).with_endpoints(Some(&job)))
+    }
+
+    /// The cache: the job's `cache` section, its host replaced by `--quay`.
+    fn cache_config(&self, job: Option<&Job>) -> Result<CacheConfig> {
+        let mut cache = match job.and_then(|j| j.cache.clone().map(|c| (j, c))) {
             Some((j, mut c)) => {
                 c.ca = c.ca.map(|p| j.relative(&p));
                 c
@@ -276,12 +380,7 @@ impl SiteArgs {
         if cache.host.is_empty() {
             bail!("no cache host: give --quay HOST[:PORT] or a --job with cache.host");
         }
-        let upstreams = match (&self.domain_list, &job) {
-            (Some(list), _) => read_domain_list(list)?,
-            (None, Some(job)) => job_upstreams(job)?,
-            (None, None) => read_domain_list(Path::new(DEFAULT_DOMAIN_LIST))?,
-        };
-        Ok(Mapping::new(cache, &upstreams))
+        Ok(cache)
     }
 }
 
@@ -343,6 +442,66 @@ mod tests {
         let m = Mapping::new(c, &["quay.io".into(), "docker.io".into()]);
         let err = m.cache_orgs().unwrap_err().to_string();
         assert!(err.contains("r.example/a") && err.contains("root"), "{err}");
+    }
+
+    #[test]
+    fn a_job_endpoint_becomes_the_orgs_upstream() {
+        let job = Job::parse(
+            "cache:\n  host: q:8443\n  orgs:\n    quay.io/openshift-release-dev: cache_ocp\nregistries:\n  quay.io:\n    endpoint: 127.0.0.1:5000\n    insecure: true\n  registry.redhat.io:\n    insecure: true\n",
+            Path::new("/site/job.yaml"),
+        )
+        .unwrap();
+        let m = Mapping::new(
+            job.cache.clone().unwrap(),
+            &[
+                "quay.io".into(),
+                "registry.redhat.io".into(),
+                "docker.io".into(),
+            ],
+        )
+        .with_endpoints(Some(&job));
+        let orgs = m.cache_orgs().unwrap();
+        let got: Vec<(&str, &str, &str, bool, bool)> = orgs
+            .iter()
+            .map(|o| {
+                (
+                    o.org.as_str(),
+                    o.source.as_str(),
+                    o.upstream.as_str(),
+                    o.insecure,
+                    o.endpoint.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cache_docker_io", "docker.io", "docker.io", false, false),
+                (
+                    "cache_ocp",
+                    "quay.io/openshift-release-dev",
+                    "127.0.0.1:5000/openshift-release-dev",
+                    true,
+                    true
+                ),
+                ("cache_quay_io", "quay.io", "127.0.0.1:5000", true, true),
+                // Same host, only plain HTTP: no move to tell, but Quay must be told `insecure`.
+                (
+                    "cache_registry_redhat_io",
+                    "registry.redhat.io",
+                    "registry.redhat.io",
+                    true,
+                    false
+                ),
+            ]
+        );
+        let note = orgs[2].endpoint_note().unwrap();
+        assert!(
+            note.contains("the job serves quay.io from 127.0.0.1:5000")
+                && note.contains("(insecure: plain HTTP)"),
+            "{note}"
+        );
+        assert_eq!(orgs[0].endpoint_note(), None);
     }
 
     #[test]

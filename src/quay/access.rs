@@ -2,7 +2,10 @@
 //!
 //! Pulling through a Quay cache org needs an authenticated org member; robots belong to one
 //! org, so each cache org gets its own team (role `member`) and robot, and the pull secret
-//! carries one namespace-scoped entry per org (`quay:8443/cache_quay_io`). Quota is one
+//! carries one namespace-scoped entry per org (`quay:8443/cache_quay_io`). A rerun changes
+//! nothing: the team's members are read first, existing robots' tokens are read back, and the
+//! output is rewritten only when its bytes would change, atomically, and never after an
+//! error. Quota is one
 //! `limit_bytes` per org plus optional Warning / Reject limits.
 
 use std::collections::BTreeMap;
@@ -11,7 +14,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 
+use super::client::{QuayClient, Robot};
 use super::ConnArgs;
+use crate::cli::Global;
 
 #[derive(Debug, clap::Args)]
 pub struct PullAccessArgs {
@@ -50,7 +55,7 @@ fn valid_short(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-pub async fn pull_access(args: &PullAccessArgs) -> Result<i32> {
+pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<i32> {
     if !valid_short(&args.robot) {
         bail!(
             "--robot: `{}` is not a Quay robot name (lowercase letter, then [a-z0-9_])",
@@ -63,22 +68,23 @@ pub async fn pull_access(args: &PullAccessArgs) -> Result<i32> {
             args.team
         );
     }
-    let (mapping, orgs, client) = super::open(&args.conn).await?;
+    let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     let mut auths = BTreeMap::new();
     let mut failed = 0;
     for o in &orgs {
-        let r = async {
-            client.team(&o.org, &args.team).await?;
-            let robot = client.robot(&o.org, &args.robot).await?;
-            client
-                .add_team_member(&o.org, &args.team, &robot.name)
-                .await?;
-            anyhow::Ok(robot)
-        }
-        .await;
-        match r {
-            Ok(robot) => {
-                println!("{:<40} robot {} in team {}", o.org, robot.name, args.team);
+        match grant(&client, &o.org, &args.team, &args.robot).await {
+            Ok((robot, did)) => {
+                println!(
+                    "{:<40} robot {} in team {}: {}",
+                    o.org,
+                    robot.name,
+                    args.team,
+                    if did.is_empty() {
+                        "unchanged".to_string()
+                    } else {
+                        did.join(", ")
+                    }
+                );
                 let auth = base64::engine::general_purpose::STANDARD
                     .encode(format!("{}:{}", robot.name, robot.token));
                 auths.insert(
@@ -92,42 +98,87 @@ pub async fn pull_access(args: &PullAccessArgs) -> Result<i32> {
             }
         }
     }
-    let text = serde_json::to_string_pretty(&serde_json::json!({ "auths": auths }))?;
-    write_private(&args.output, &text)?;
-    println!(
-        "{} robots' credentials written to {}{}",
-        auths.len(),
-        args.output.display(),
-        if failed > 0 {
-            format!(" ({failed} orgs failed)")
-        } else {
-            String::new()
-        }
-    );
-    Ok(if failed == 0 { 0 } else { 1 })
+    let out = args.output.display();
+    if failed > 0 {
+        // A pull secret missing orgs would break pulls that work today: keep what is there.
+        eprintln!(
+            "{out} not written: {failed} of {} orgs failed; an existing file is left as it was",
+            orgs.len()
+        );
+        return Ok(1);
+    }
+    let text = serde_json::to_string_pretty(&serde_json::json!({ "auths": auths }))? + "\n";
+    if std::fs::read(&args.output).ok().as_deref() == Some(text.as_bytes()) {
+        println!("{} robots' credentials in {out}: unchanged", auths.len());
+    } else {
+        write_private(&args.output, &text)?;
+        println!("{} robots' credentials written to {out}", auths.len());
+    }
+    Ok(0)
 }
 
-/// Write a secret-bearing file readable by its owner only, atomically.
+/// Team `team` (role member) holding robot `org+short`, each made only when missing; the
+/// robot with its token (read back through the API) and what was done.
+async fn grant(
+    client: &QuayClient,
+    org: &str,
+    team: &str,
+    short: &str,
+) -> Result<(Robot, Vec<&'static str>)> {
+    let mut did = Vec::new();
+    let members = match client.team_members(org, team).await? {
+        Some(m) => m,
+        None => {
+            client.team(org, team).await?;
+            did.push("team created");
+            Vec::new()
+        }
+    };
+    let (robot, created) = client.robot(org, short).await?;
+    if created {
+        did.push("robot created");
+    }
+    if !members.contains(&robot.name) {
+        client.add_team_member(org, team, &robot.name).await?;
+        did.push("robot added to the team");
+    }
+    Ok((robot, did))
+}
+
+/// Write a secret-bearing file readable by its owner only, atomically: a temporary file in
+/// the same directory, synced, then renamed over `path`; on any error the temporary file is
+/// removed and `path` is as it was.
 fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp-prewarm");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    let name = path
+        .file_name()
+        .with_context(|| format!("--output {}: not a file name", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.prewarm-{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        opts.mode(0o600);
+        let mut f = opts.open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
 }
 
-pub async fn quota(args: &QuotaArgs) -> Result<i32> {
-    let (mapping, orgs, client) = super::open(&args.conn).await?;
+pub async fn quota(args: &QuotaArgs, global: &Global) -> Result<i32> {
+    let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     let mut failed = 0;
     for o in &orgs {
         let r = async {

@@ -15,9 +15,17 @@ use serde_json::{json, Value};
 
 use crate::auth::Credentials;
 
+/// How long an OAuth token from `POST /api/v1/user/initialize` lasts (seen on a real Quay).
+pub const INITIALIZE_TOKEN_LIFETIME: Duration = Duration::from_secs(9000);
+
 /// A Quay OAuth token; `Debug` and `Display` redact it.
 #[derive(Clone)]
-pub struct Token(String);
+pub struct Token {
+    secret: String,
+    /// How old the token's file is, when it came from one: Quay's 401 does not say a token
+    /// expired, the file's age can.
+    age: Option<Duration>,
+}
 
 impl Token {
     pub fn new(s: &str) -> Result<Token> {
@@ -25,7 +33,16 @@ impl Token {
         if t.is_empty() || t.contains(char::is_whitespace) {
             anyhow::bail!("the Quay token is empty or contains whitespace");
         }
-        Ok(Token(t.to_string()))
+        Ok(Token {
+            secret: t.to_string(),
+            age: None,
+        })
+    }
+
+    /// The token was read from a file last written `age` ago.
+    pub fn with_age(mut self, age: Option<Duration>) -> Token {
+        self.age = age;
+        self
     }
 }
 
@@ -35,14 +52,70 @@ impl fmt::Debug for Token {
     }
 }
 
-/// An HTTP error from Quay: the call, the status and Quay's own message.
+/// An HTTP error from Quay: the call, the status and Quay's own message, and what that
+/// answer means where Quay's words alone mislead (`hint`).
 #[derive(Debug, thiserror::Error)]
-#[error("{method} {path}: HTTP {status}: {message}")]
+#[error("{method} {path}: HTTP {status}: {message}{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
 pub struct QuayError {
     pub method: String,
     pub path: String,
     pub status: u16,
     pub message: String,
+    pub hint: Option<String>,
+}
+
+impl QuayError {
+    /// A POST of an org name Quay still holds for a deleted org.
+    pub fn name_reserved(&self) -> bool {
+        self.status == 400 && self.message == "Username is not available"
+    }
+
+    /// Quay's 400 for a team member added twice.
+    pub fn already_member(&self) -> bool {
+        self.status == 400 && self.message.contains("is already a member of team")
+    }
+}
+
+/// `2h 31m`, `45m`: a token file's age.
+fn hours_minutes(d: Duration) -> String {
+    let m = d.as_secs() / 60;
+    if m >= 60 {
+        format!("{}h {}m", m / 60, m % 60)
+    } else {
+        format!("{m}m")
+    }
+}
+
+/// What Quay's answer means, for the answers seen to mislead on a real Quay.
+fn hint(status: u16, message: &str, token: &Token, checked: bool) -> Option<String> {
+    let lifetime = INITIALIZE_TOKEN_LIFETIME.as_secs();
+    match status {
+        401 if checked => Some(format!(
+            "the Quay token has expired during this run: Quay accepted it at the start; a token from /api/v1/user/initialize lasts {lifetime} s; give a new one and run again"
+        )),
+        401 => Some(match token.age {
+            Some(age) if age >= INITIALIZE_TOKEN_LIFETIME => format!(
+                "the Quay token has expired: its file was written {} ago and a token from /api/v1/user/initialize lasts {lifetime} s; give a new one",
+                hours_minutes(age)
+            ),
+            _ => format!(
+                "Quay refused the token: it is wrong or has expired (a token from /api/v1/user/initialize lasts {lifetime} s)"
+            ),
+        }),
+        400 if message == "Username is not available" => Some(
+            "Quay's answer for the name of a recently deleted org: the name stays reserved until Quay's namespace garbage collection purges the old org (about a minute with its worker running, never without it); run again then".into(),
+        ),
+        400 if message.starts_with("Cannot resolve hostname") => Some(
+            "Quay's own answer: Quay resolves the upstream's host name when the proxy-cache config is created, and Quay's host cannot; give it DNS for that name, or point the upstream at an endpoint Quay can reach with the job's `registries:`".into(),
+        ),
+        400 if message == "Error while creating Proxy cache configuration" => Some(
+            "Quay's whole answer; a real Quay gives it for an upstream outside its SSRF_ALLOWED_HOSTS".into(),
+        ),
+        400 if message == "The provided registry URL is not allowed" => Some(
+            "the upstream is outside Quay's SSRF_ALLOWED_HOSTS".into(),
+        ),
+        _ => None,
+    }
 }
 
 /// Quay's message from an error body: `error_message`, else `detail`, else `error` (the CSRF
@@ -144,6 +217,30 @@ pub struct QuayClient {
     http: reqwest::Client,
     base: String,
     token: Token,
+    /// Quay accepted the token once: a later 401 means it expired during the run.
+    checked: bool,
+}
+
+/// What `validateproxycache` said of a config (202).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validation {
+    /// Quay logged in to the upstream with the credentials given.
+    Valid,
+    /// Quay could not log in and fell back to anonymous access: with credentials given, they
+    /// were refused (a wrong password on a Basic-auth upstream answers so).
+    Anonymous,
+    /// Any other 2xx answer, as Quay said it.
+    Other(String),
+}
+
+impl fmt::Display for Validation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Validation::Valid => f.write_str("Valid"),
+            Validation::Anonymous => f.write_str("Anonymous"),
+            Validation::Other(s) => f.write_str(s),
+        }
+    }
 }
 
 impl QuayClient {
@@ -165,6 +262,7 @@ impl QuayClient {
             http,
             base: format!("https://{}", conn.host),
             token,
+            checked: false,
         };
         let user = match client.user().await {
             Ok(u) => u,
@@ -175,6 +273,7 @@ impl QuayClient {
             }
             Err(e) => return Err(e),
         };
+        client.checked = true;
         Ok((client, user))
     }
 
@@ -192,7 +291,7 @@ impl QuayClient {
         let mut req = self
             .http
             .request(method.clone(), &url)
-            .bearer_auth(&self.token.0);
+            .bearer_auth(&self.token.secret);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -220,11 +319,13 @@ impl QuayClient {
         if ok.contains(&status) {
             Ok((status, text))
         } else {
+            let message = quay_message(&text);
             Err(QuayError {
                 method: method.to_string(),
                 path: path.to_string(),
                 status,
-                message: quay_message(&text),
+                hint: hint(status, &message, &self.token, self.checked),
+                message,
             }
             .into())
         }
@@ -319,7 +420,11 @@ impl QuayClient {
 
     /// Ask Quay to log in to the upstream with `spec`: `Valid` or `Anonymous`, else the error.
     /// Quay refuses (400) on an org that already has a config.
-    pub async fn validate_proxycache(&self, org: &str, spec: &ProxyCacheSpec) -> Result<String> {
+    pub async fn validate_proxycache(
+        &self,
+        org: &str,
+        spec: &ProxyCacheSpec,
+    ) -> Result<Validation> {
         let (_, text) = self
             .expect(
                 reqwest::Method::POST,
@@ -328,7 +433,11 @@ impl QuayClient {
                 &[200, 202],
             )
             .await?;
-        Ok(quay_message(&text))
+        Ok(match quay_message(&text).as_str() {
+            "Valid" => Validation::Valid,
+            "Anonymous" => Validation::Anonymous,
+            other => Validation::Other(other.to_string()),
+        })
     }
 
     pub async fn quotas(&self, org: &str) -> Result<Vec<Quota>> {
@@ -396,29 +505,59 @@ impl QuayClient {
         Ok(())
     }
 
-    /// Create robot `org+short`, or fetch it (with its token) when it already exists.
-    pub async fn robot(&self, org: &str, short: &str) -> Result<Robot> {
+    /// Robot `org+short` with its token read back (`GET …/robots/{short}`), or created when
+    /// Quay has none (`true`: created now).
+    pub async fn robot(&self, org: &str, short: &str) -> Result<(Robot, bool)> {
         let path = format!("/api/v1/organization/{org}/robots/{short}");
         let (s, text) = self
             .expect(reqwest::Method::GET, &path, None, &[200, 400, 404])
             .await?;
-        let text = if s == 200 {
-            text
+        let (text, created) = if s == 200 {
+            (text, false)
         } else {
-            self.expect(
-                reqwest::Method::PUT,
-                &path,
-                Some(&json!({ "description": "prewarm: pulls through the cache" })),
-                &[200, 201],
-            )
-            .await?
-            .1
+            let (_, text) = self
+                .expect(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(&json!({ "description": "prewarm: pulls through the cache" })),
+                    &[200, 201],
+                )
+                .await?;
+            (text, true)
         };
-        serde_json::from_str(&text).with_context(|| format!("{path}: not a robot"))
+        let robot: Robot =
+            serde_json::from_str(&text).with_context(|| format!("{path}: not a robot"))?;
+        if robot.token.is_empty() {
+            anyhow::bail!("{path}: Quay returned the robot without its token");
+        }
+        Ok((robot, created))
     }
 
-    /// Create (or keep) team `team` with role `member`: membership is what lets a robot pull
-    /// through a cache org.
+    /// The members of team `team`, or `None` when the org has no such team.
+    pub async fn team_members(&self, org: &str, team: &str) -> Result<Option<Vec<String>>> {
+        let path = format!("/api/v1/organization/{org}/team/{team}/members");
+        let (s, text) = self
+            .expect(reqwest::Method::GET, &path, None, &[200, 404])
+            .await?;
+        if s == 404 {
+            return Ok(None);
+        }
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))?;
+        Ok(Some(
+            v["members"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|x| x["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Create team `team` with role `member`: membership is what lets a robot pull through a
+    /// cache org.
     pub async fn team(&self, org: &str, team: &str) -> Result<()> {
         self.expect(
             reqwest::Method::PUT,
@@ -430,15 +569,25 @@ impl QuayClient {
         Ok(())
     }
 
+    /// Add `member` to `team`; one already in it (Quay's 400 "already a member") is fine.
     pub async fn add_team_member(&self, org: &str, team: &str, member: &str) -> Result<()> {
-        self.expect(
-            reqwest::Method::PUT,
-            &format!("/api/v1/organization/{org}/team/{team}/members/{member}"),
-            Some(&json!({})),
-            &[200],
-        )
-        .await?;
-        Ok(())
+        let r = self
+            .expect(
+                reqwest::Method::PUT,
+                &format!("/api/v1/organization/{org}/team/{team}/members/{member}"),
+                Some(&json!({})),
+                &[200],
+            )
+            .await;
+        match r {
+            Err(e)
+                if e.downcast_ref::<QuayError>()
+                    .is_some_and(QuayError::already_member) =>
+            {
+                Ok(())
+            }
+            r => r.map(|_| ()),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use crate::cli::Global;
 use crate::upstreams::{CacheOrg, Mapping, SiteArgs};
 use client::{Connection, QuayClient, Token};
 
@@ -50,13 +51,13 @@ pub enum QuayCommand {
     Orgs(OrgsCommand),
     /// Set upstream credentials on the cache orgs from a pull secret, validated first.
     #[command(
-        after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay credentials --quay mirror.example:8443 --pull-secret pull-secret.json\n  prewarm quay credentials --job job.yaml --token-file token --pull-secret ps.json --registry quay.io\n\nEach org's new config is validated by Quay (validateproxycache, on a scratch org since Quay\nrefuses to validate an org that has a config) before the current one is deleted; if the POST\nfails the old upstream settings are put back. Quay never returns credentials, so credentials\nset earlier cannot be restored."
+        after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay credentials --quay mirror.example:8443 --pull-secret pull-secret.json\n  prewarm quay credentials --job job.yaml --token-file token --pull-secret ps.json --registry quay.io\n\nWithout --registry: every upstream of the domain list / job that the pull secret has (the\nothers are listed). Each org's new config is validated by Quay (validateproxycache, on a\nscratch org named for the run since Quay refuses to validate an org that has a config) before\nthe current one is deleted; only \"Valid\" counts (\"Anonymous\" means Quay could not log in\nwith the credentials). If the POST fails the old upstream settings are put back. Quay never\nreturns credentials, so credentials set earlier cannot be restored."
     )]
     Credentials(credentials::CredentialsArgs),
     /// Give the cluster pull access: per cache org a team (role member) and a robot in it;
     /// writes the robots' credentials as a pull secret.
     #[command(
-        after_help = "Example:\n  prewarm quay pull-access --quay mirror.example:8443 --token-file token --output cache-pull-secret.json\n\nThe file has one `auths` entry per cache org (`mirror.example:8443/cache_quay_io`), the form\ncontainers and OpenShift accept for namespace-scoped credentials. It is written with mode 0600."
+        after_help = "Example:\n  prewarm quay pull-access --quay mirror.example:8443 --token-file token --output cache-pull-secret.json\n\nThe file has one `auths` entry per cache org (`mirror.example:8443/cache_quay_io`), the form\ncontainers and OpenShift accept for namespace-scoped credentials. It is written with mode 0600,\natomically, and only when every org succeeded; a rerun makes nothing new and leaves it as it was."
     )]
     PullAccess(access::PullAccessArgs),
     /// Set a storage quota (and Warning/Reject limits) on every cache org; needs a superuser token.
@@ -91,7 +92,14 @@ pub fn token(args: &ConnArgs) -> Result<Token> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read token file {}", path.display()))?;
-            Token::new(&text).with_context(|| format!("token file {}", path.display()))
+            // Quay's 401 never says "expired"; the file's age can (tokens last 9000 s).
+            let age = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            Ok(Token::new(&text)
+                .with_context(|| format!("token file {}", path.display()))?
+                .with_age(age))
         }
         None => match std::env::var(TOKEN_ENV) {
             Ok(t) => Token::new(&t).with_context(|| format!("${TOKEN_ENV}")),
@@ -101,9 +109,31 @@ pub fn token(args: &ConnArgs) -> Result<Token> {
 }
 
 /// The mapping, the cache orgs it needs, and a client with a checked token.
-pub async fn open(args: &ConnArgs) -> Result<(Mapping, Vec<CacheOrg>, QuayClient)> {
-    let mapping = args.site.mapping()?;
+pub async fn open(
+    args: &ConnArgs,
+    global: &Global,
+) -> Result<(Mapping, Vec<CacheOrg>, QuayClient)> {
+    let (mapping, orgs) = cache_orgs(args, global).await?;
+    let client = connect(args, &mapping).await?;
+    Ok((mapping, orgs, client))
+}
+
+/// The mapping and the cache orgs it needs, before anything talks to Quay. With a job, the
+/// upstreams are those of everything its plan would fetch; an org whose upstream the job's
+/// `registries:` moves to another endpoint is said so on stderr.
+pub async fn cache_orgs(args: &ConnArgs, global: &Global) -> Result<(Mapping, Vec<CacheOrg>)> {
+    let mapping = args.site.mapping(global).await?;
     let orgs = mapping.cache_orgs()?;
+    for o in &orgs {
+        if let Some(note) = o.endpoint_note() {
+            eprintln!("note: {note}");
+        }
+    }
+    Ok((mapping, orgs))
+}
+
+/// A client for the mapping's Quay, its token checked.
+pub async fn connect(args: &ConnArgs, mapping: &Mapping) -> Result<QuayClient> {
     let token = token(args)?;
     let conn = Connection {
         host: mapping.cache.host.clone(),
@@ -113,16 +143,16 @@ pub async fn open(args: &ConnArgs) -> Result<(Mapping, Vec<CacheOrg>, QuayClient
     let (client, _user) = QuayClient::connect(&conn, token)
         .await
         .with_context(|| format!("Quay {}", conn.host))?;
-    Ok((mapping, orgs, client))
+    Ok(client)
 }
 
-pub async fn run(args: &QuayArgs) -> Result<i32> {
+pub async fn run(args: &QuayArgs, global: &Global) -> Result<i32> {
     match &args.command {
-        QuayCommand::Orgs(OrgsCommand::Create(a)) => orgs::create(a).await,
-        QuayCommand::Orgs(OrgsCommand::Delete(a)) => orgs::delete(a).await,
-        QuayCommand::Orgs(OrgsCommand::Status(a)) => orgs::status(a).await,
-        QuayCommand::Credentials(a) => credentials::run(a).await,
-        QuayCommand::PullAccess(a) => access::pull_access(a).await,
-        QuayCommand::Quota(a) => access::quota(a).await,
+        QuayCommand::Orgs(OrgsCommand::Create(a)) => orgs::create(a, global).await,
+        QuayCommand::Orgs(OrgsCommand::Delete(a)) => orgs::delete(a, global).await,
+        QuayCommand::Orgs(OrgsCommand::Status(a)) => orgs::status(a, global).await,
+        QuayCommand::Credentials(a) => credentials::run(a, global).await,
+        QuayCommand::PullAccess(a) => access::pull_access(a, global).await,
+        QuayCommand::Quota(a) => access::quota(a, global).await,
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 
 use super::client::{ProxyCache, ProxyCacheSpec, QuayClient};
 use super::ConnArgs;
+use crate::cli::Global;
 use crate::upstreams::CacheOrg;
 
 /// Quay's default staleness period; 0 breaks digest pulls in Quay, so it is refused.
@@ -118,14 +119,15 @@ struct Tally {
     failed: usize,
 }
 
-pub async fn create(args: &CreateArgs) -> Result<i32> {
-    let (mapping, orgs, client) = super::open(&args.conn).await?;
+pub async fn create(args: &CreateArgs, global: &Global) -> Result<i32> {
+    let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     let mut t = Tally::default();
-    for CacheOrg { org, upstream } in &orgs {
+    for o in &orgs {
+        let (org, upstream) = (&o.org, &o.upstream);
         let want = ProxyCacheSpec {
             upstream_registry: upstream.clone(),
             expiration_s: args.expiration,
-            insecure: args.insecure_upstream,
+            insecure: args.insecure_upstream || o.insecure,
             credentials: None,
         };
         match create_one(&client, org, &want, args.force).await {
@@ -177,7 +179,20 @@ async fn create_one(
     }
     match client.proxycache(org).await? {
         None => {
-            client.create_proxycache(org, want).await?;
+            if let Err(e) = client.create_proxycache(org, want).await {
+                if made.is_empty() {
+                    return Err(e);
+                }
+                // An org without its proxy-cache config is no cache: remove what this run made.
+                return Err(match client.delete_org(org).await {
+                    Ok(_) => e.context(
+                        "creating its proxy-cache config failed, so the org this run had just created was deleted again (Quay keeps its name reserved until its namespace garbage collection runs)",
+                    ),
+                    Err(d) => e.context(format!(
+                        "creating its proxy-cache config failed, and deleting the org this run had just created failed too ({d:#}): the org exists without a config"
+                    )),
+                });
+            }
             made.push("proxy cache created");
             Ok((
                 Outcome::Created,
@@ -201,8 +216,8 @@ async fn create_one(
     }
 }
 
-pub async fn delete(args: &DeleteArgs) -> Result<i32> {
-    let (mapping, orgs, client) = super::open(&args.conn).await?;
+pub async fn delete(args: &DeleteArgs, global: &Global) -> Result<i32> {
+    let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     if !args.yes {
         eprint!(
             "Delete {} cache orgs on {} and everything cached in them ({} … {})? [y/N] ",
@@ -241,77 +256,77 @@ pub async fn delete(args: &DeleteArgs) -> Result<i32> {
         orgs.len(),
         mapping.cache.host
     );
+    if deleted > 0 {
+        println!("Quay deletes orgs in the background and keeps their names reserved until its namespace garbage collection purges them (about a minute with its worker running): `orgs create` of these names fails with \"Username is not available\" until then.");
+    }
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
-/// Whether the upstream answers `GET /v2/` from here (any HTTP status counts: 401 is normal).
-async fn probe(
-    mapping: &crate::upstreams::Mapping,
-    job: Option<&crate::job::Job>,
-    upstream: &str,
-) -> String {
+/// Whether the upstream answers `GET /v2/` from here, reached as Quay's config for the org says:
+/// `insecure` is plain HTTP (Quay refuses an http upstream without it), else HTTPS, trusting
+/// the job's CA for that endpoint. Any HTTP status counts: 401 is normal.
+async fn probe(o: &CacheOrg, config: Option<&ProxyCache>) -> String {
+    let (upstream, insecure) = match config {
+        Some(p) => (p.upstream_registry.as_str(), p.insecure),
+        None => (o.upstream.as_str(), o.insecure),
+    };
     let host = upstream.split('/').next().unwrap_or(upstream);
     let host = if host == crate::reference::DOCKER_HUB {
         "registry-1.docker.io"
     } else {
         host
     };
-    let _ = mapping;
-    let ep = match job {
-        Some(j) => j.endpoint(host),
-        None => crate::job::Endpoint {
-            address: host.to_string(),
-            insecure: false,
-            ca: None,
-        },
-    };
-    let scheme = if ep.insecure { "http" } else { "https" };
+    let scheme = if insecure { "http" } else { "https" };
     let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5));
-    if let Some(ca) = ep.ca.as_ref().and_then(|c| std::fs::read(c).ok()) {
-        if let Ok(cert) = reqwest::Certificate::from_pem(&ca) {
+    let ca = o
+        .endpoint
+        .as_ref()
+        .filter(|ep| ep.address == host)
+        .and_then(|ep| ep.ca.as_ref());
+    if let Some(pem) = ca.and_then(|c| std::fs::read(c).ok()) {
+        if let Ok(cert) = reqwest::Certificate::from_pem(&pem) {
             b = b.add_root_certificate(cert);
         }
     }
     let Ok(http) = b.build() else {
         return "no (client)".into();
     };
-    match http
-        .get(format!("{scheme}://{}/v2/", ep.address))
-        .send()
-        .await
-    {
-        Ok(r) => format!("yes (HTTP {})", r.status().as_u16()),
+    match http.get(format!("{scheme}://{host}/v2/")).send().await {
+        Ok(r) => format!(
+            "yes (HTTP {}{})",
+            r.status().as_u16(),
+            if insecure { ", plain HTTP" } else { "" }
+        ),
         Err(e) if e.is_timeout() => "no (timeout)".into(),
-        Err(e) if e.is_connect() => "no (cannot connect)".into(),
+        Err(e) if e.is_connect() => format!(
+            "no (cannot connect{})",
+            if insecure { ", plain HTTP" } else { "" }
+        ),
         Err(_) => "no".into(),
     }
 }
 
-pub async fn status(args: &StatusArgs) -> Result<i32> {
-    let (mapping, orgs, client) = super::open(&args.conn).await?;
-    let job = args
-        .conn
-        .site
-        .job
-        .as_deref()
-        .map(crate::job::Job::load)
-        .transpose()?;
+pub async fn status(args: &StatusArgs, global: &Global) -> Result<i32> {
+    let (_, orgs, client) = super::open(&args.conn, global).await?;
     println!(
         "{:<40} {:<40} {:<12} {:<12} REACHABLE",
         "ORG", "UPSTREAM", "EXPIRATION", "CREDENTIALS"
     );
     let mut failed = 0;
     for o in &orgs {
+        let mut config = None;
         let (upstream, expiration) = match client.org_exists(&o.org).await {
             Ok(false) => ("(no org)".to_string(), "-".to_string()),
             Ok(true) => match client.proxycache(&o.org).await {
                 Ok(Some(p)) => {
                     let u = if p.upstream_registry == o.upstream {
-                        p.upstream_registry
+                        p.upstream_registry.clone()
                     } else {
                         format!("{} (wanted {})", p.upstream_registry, o.upstream)
                     };
-                    (u, format!("{}s", p.expiration_s))
+                    let e = format!("{}s", p.expiration_s);
+                    config = Some(p);
+                    (u, e)
                 }
                 Ok(None) => ("(no proxy cache)".to_string(), "-".to_string()),
                 Err(e) => {
@@ -329,7 +344,7 @@ pub async fn status(args: &StatusArgs) -> Result<i32> {
         let reachable = if args.no_probe {
             "-".to_string()
         } else {
-            probe(&mapping, job.as_ref(), &o.upstream).await
+            probe(o, config.as_ref()).await
         };
         // Quay's API never returns upstream credentials, so whether some are set is unknowable
         // from outside; say so instead of guessing.

@@ -1,22 +1,44 @@
-//! A test double for Quay's REST API (`/api/v1`), because no real Quay can run here (it needs
-//! PostgreSQL, Redis and its own images). It stands in for exactly the endpoints prewarm calls,
-//! answering with the status codes and bodies recorded from a real Quay (quay/quay at
-//! ffba0c70; see ../shared/QUAY.md, "Seen on a real Quay"):
+//! A TEST DOUBLE of Quay, not Quay: no real Quay can run here (it needs PostgreSQL, Redis and
+//! its own images). It follows, call for call, what ../shared/QUAY.md records a real Quay
+//! (quay/quay at ffba0c70) answering in its two "Seen on a real Quay" sections (2026-08 and
+//! 2026-11-30); where that file is silent it follows Quay's API documentation. It stands in for
+//! exactly the endpoints prewarm calls:
 //!
-//! - bearer token checked on every call: none on a GET → 401 `invalid_token`, none on any other
-//!   method → 403 `{"error": "CSRF token was invalid or missing."}`, a wrong one → 401;
+//! - `/api/v1` takes `Authorization: Bearer <OAuth token>` only: none on a GET → 401
+//!   `invalid_token`, none on any other method → 403 `{"error": "CSRF token was invalid or
+//!   missing."}`, a wrong one → 401; the token expires 9000 s after the double starts (as a
+//!   token from `POST /api/v1/user/initialize` does) and then gets 401 like a wrong one
+//!   ([`QuayDouble::expire_token`] jumps there, `token_requests_left` after some requests);
 //! - `POST /api/v1/organization/` → 201 `"Created"`, taken → 400 "A user or organization with
-//!   this name already exists"; `GET`/`DELETE /api/v1/organization/{org}` → 200/204, else 404;
-//! - `GET …/proxycache` → every field `""` when unset; `POST` → 201 `"Created"`, again → 400
-//!   "Proxy Cache Configuration already exists"; `DELETE` → **201** `"Deleted"`, again → 404;
-//! - `POST …/validateproxycache` → 202 `"Valid"` / `"Anonymous"`, 400 "Failed login to remote
-//!   registry. Please verify entered details and try again.", 400 when a config exists;
-//! - quota, quota limits, robots, teams and team members as Quay's API shapes them;
-//! - error bodies `{"detail","error_message","error_type","title","type","status"}`.
+//!   this name already exists", a DELETED name → 400 "Username is not available" until the
+//!   namespace garbage collection runs ([`QuayDouble::gc_namespaces`]; a real Quay's worker
+//!   takes ~60 s, and never runs without that worker); `GET`/`DELETE …/{org}` → 200/204, else 404;
+//! - `GET …/proxycache` → `{"upstream_registry": "", "expiration_s": "", "insecure": ""}` when
+//!   unset; `POST` resolves the upstream's host name first (400 "Cannot resolve hostname
+//!   '<host>'" for a name in [`State::unresolvable`]; the double's DNS knows every other name),
+//!   a host outside [`State::ssrf_allowed`] → 400 "Error while creating Proxy cache
+//!   configuration", then 201 `"Created"`, again → 400 "Proxy Cache Configuration already
+//!   exists"; `DELETE` → **201** `"Deleted"`, again → 404 — creating never contacts the upstream;
+//! - `POST …/validateproxycache` → 202 `"Valid"` when Quay logs in with the credentials given;
+//!   202 `"Anonymous"` when it falls back to anonymous access — a WRONG password on a Basic-auth
+//!   (htpasswd) upstream answers so, not an error; 400 "Failed login to remote registry. Please
+//!   verify entered details and try again." for a wrong password on a Bearer-token upstream, a
+//!   dead upstream, or a plain-HTTP one without `insecure: true`; 400 "The provided registry URL
+//!   is not allowed" outside SSRF_ALLOWED_HOSTS; 400 when a config exists;
+//! - robots (`PUT` creates, 400 when it exists; `GET …/robots/{short}` reads the token back),
+//!   teams, team members (`PUT` of a member already in the team → 400 "User … is already a
+//!   member of team …"; `GET …/members` lists them), quota and quota limits;
+//! - error bodies `{"detail","error_message","error_type","title","type","status"}`;
+//! - with [`QuayDouble::serve_registry`], the registry side of a cache org at `/v2/`: Quay's
+//!   bearer-token flow (`/v2/auth` takes `robot:token` or `$oauthtoken:<token>` and grants pull
+//!   on the repositories of orgs whose teams hold the robot; anonymous pulls through a cache org
+//!   are refused), every authorised request relayed byte for byte to a real registry standing in
+//!   for Quay's storage (the lab's cache front) — a HEAD on a blob after a whole GET of it, since
+//!   a HEAD on a blob a cache org lacks makes Quay fetch the whole blob from upstream first.
 //!
 //! It is a real HTTP/1.1 server on 127.0.0.1 (std TcpListener, a thread per connection, one
-//! request per connection). Tests set which upstream credentials "log in" (`logins`), make the
-//! next proxy-cache POSTs fail (`fail_proxycache_posts`), and read every request (`log`).
+//! request per connection). Tests set which upstream credentials log in and how ([`Login`]),
+//! make the next proxy-cache POSTs fail (`fail_proxycache_posts`), and read every request (`log`).
 
 #![allow(dead_code)]
 
@@ -24,8 +46,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 
 pub const TOKEN: &str = "qdouble-oauth-TOKEN-7f3a9c";
@@ -64,23 +87,61 @@ pub struct Request {
     pub body: String,
 }
 
-#[derive(Debug, Default)]
+/// How an upstream registry takes logins, which decides what Quay's validation answers for a
+/// wrong password (QUAY.md, 2026-11-30).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginKind {
+    /// htpasswd: a wrong password makes Quay fall back to anonymous access, 202 "Anonymous".
+    Basic,
+    /// A token service: a wrong password is 400 "Failed login …".
+    Bearer,
+}
+
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+    pub kind: LoginKind,
+}
+
+#[derive(Debug)]
 pub struct State {
     pub orgs: BTreeMap<String, Org>,
     /// User names: org creation with one of these names is refused as taken.
     pub users: BTreeSet<String>,
-    /// Upstream host → the (user, password) that logs in there. A host listed here refuses
-    /// anonymous access; any other host accepts only anonymous access.
-    pub logins: BTreeMap<String, (String, String)>,
+    /// Names of deleted orgs, reserved until the namespace garbage collection purges them.
+    pub reserved: BTreeSet<String>,
+    /// Upstream host → the login it takes. A host listed here refuses anonymous access; any
+    /// other host is open (anonymous "Anonymous", any credentials "Valid").
+    pub logins: BTreeMap<String, Login>,
+    /// Upstream hosts that do not answer (validation fails).
+    pub dead: BTreeSet<String>,
+    /// Upstream hosts that speak plain HTTP only (validation without `insecure` fails).
+    pub plain_http: BTreeSet<String>,
+    /// Host names Quay's resolver cannot resolve (a site without DNS for them).
+    pub unresolvable: BTreeSet<String>,
+    /// SSRF_ALLOWED_HOSTS; `None` allows every host.
+    pub ssrf_allowed: Option<BTreeSet<String>>,
     /// The next N `POST …/proxycache` calls fail with 500.
     pub fail_proxycache_posts: usize,
+    /// When the OAuth token stops working.
+    pub token_expires: SystemTime,
+    /// The token expires after this many more `/api/v1` requests (an expiry mid-run).
+    pub token_requests_left: Option<usize>,
+    /// Registry bearer tokens handed out by `/v2/auth` → the repositories they may pull.
+    pub registry_tokens: BTreeMap<String, BTreeSet<String>>,
     pub log: Vec<Request>,
     next_id: u64,
 }
 
+/// How long a token from `POST /api/v1/user/initialize` lasts.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(9000);
+
 pub struct QuayDouble {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    /// Where `/v2/` is relayed to (the registry behind the cache orgs), once set.
+    registry: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl QuayDouble {
@@ -88,20 +149,38 @@ impl QuayDouble {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
+            orgs: BTreeMap::new(),
             users: ["quayadmin".to_string()].into(),
-            ..State::default()
+            reserved: BTreeSet::new(),
+            logins: BTreeMap::new(),
+            dead: BTreeSet::new(),
+            plain_http: BTreeSet::new(),
+            unresolvable: BTreeSet::new(),
+            ssrf_allowed: None,
+            fail_proxycache_posts: 0,
+            token_expires: SystemTime::now() + TOKEN_LIFETIME,
+            token_requests_left: None,
+            registry_tokens: BTreeMap::new(),
+            log: Vec::new(),
+            next_id: 0,
         }));
-        let s = state.clone();
+        let registry = Arc::new(Mutex::new(None));
+        let (s, r) = (state.clone(), registry.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let s = s.clone();
+                let (s, r) = (s.clone(), r.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &s);
+                    let backend = *r.lock().unwrap();
+                    let _ = serve(conn, &s, addr, backend);
                 });
             }
         });
-        QuayDouble { addr, state }
+        QuayDouble {
+            addr,
+            state,
+            registry,
+        }
     }
 
     pub fn host(&self) -> String {
@@ -112,12 +191,17 @@ impl QuayDouble {
         self.state.lock().unwrap()
     }
 
+    /// Serve the cache orgs' registry side at `/v2/`, relaying to `backend` (plain HTTP).
+    pub fn serve_registry(&self, backend: SocketAddr) {
+        *self.registry.lock().unwrap() = Some(backend);
+    }
+
     /// Requests that change something (anything but GET), as `METHOD path`.
     pub fn writes(&self) -> Vec<String> {
         self.state()
             .log
             .iter()
-            .filter(|r| r.method != "GET")
+            .filter(|r| r.method != "GET" && !r.path.starts_with("/v2/"))
             .map(|r| format!("{} {}", r.method, r.path))
             .collect()
     }
@@ -142,17 +226,41 @@ impl QuayDouble {
             .get(org)
             .and_then(|o| o.proxycache.clone())
     }
+
+    /// `host` takes `user`/`password`, the `kind` way.
+    pub fn login(&self, host: &str, user: &str, password: &str, kind: LoginKind) {
+        self.state().logins.insert(
+            host.to_string(),
+            Login {
+                user: user.into(),
+                password: password.into(),
+                kind,
+            },
+        );
+    }
+
+    /// Quay's namespace garbage-collection worker runs: deleted names become free again.
+    pub fn gc_namespaces(&self) {
+        self.state().reserved.clear();
+    }
+
+    /// The OAuth token's 9000 s are over.
+    pub fn expire_token(&self) {
+        self.state().token_expires = SystemTime::now() - Duration::from_secs(1);
+    }
 }
 
 struct Reply {
     status: u16,
     body: Option<Value>,
+    headers: Vec<(String, String)>,
 }
 
 fn reply(status: u16, body: Value) -> Reply {
     Reply {
         status,
         body: Some(body),
+        headers: Vec::new(),
     }
 }
 
@@ -194,7 +302,12 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+fn serve(
+    conn: TcpStream,
+    state: &Mutex<State>,
+    addr: SocketAddr,
+    registry: Option<SocketAddr>,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     // A TLS ClientHello (prewarm's one HTTPS attempt on an insecure Quay): not HTTP, hang up.
@@ -207,6 +320,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("").to_string();
     let mut headers = BTreeMap::new();
+    let mut raw_headers = Vec::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
@@ -214,6 +328,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         }
         if let Some((k, v)) = h.split_once(':') {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            raw_headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
     let len: usize = headers
@@ -222,32 +337,192 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         .unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
-    let body = String::from_utf8_lossy(&body).to_string();
+    let text_body = String::from_utf8_lossy(&body).to_string();
+    let authorization = headers.get("authorization");
     let r = {
         let mut s = state.lock().unwrap();
         s.log.push(Request {
             method: method.clone(),
             path: target.clone(),
-            body: body.clone(),
+            body: text_body.clone(),
         });
-        handle(
-            &mut s,
-            &method,
-            &target,
-            headers.get("authorization"),
-            &body,
-        )
+        match (target.starts_with("/v2/"), registry) {
+            (true, Some(_)) => registry_auth(&mut s, addr, &target, authorization),
+            _ => Some(handle(&mut s, &method, &target, authorization, &text_body)),
+        }
+    };
+    let mut conn = conn;
+    let Some(r) = r else {
+        // Authorised registry request: relayed to the registry behind the orgs.
+        let backend = registry.expect("checked above");
+        return relay(conn, backend, &method, &target, &raw_headers, &body);
     };
     let text = r.body.map(|b| b.to_string()).unwrap_or_default();
-    let mut conn = conn;
+    let extra: String = r
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         conn,
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{text}",
         r.status,
         reason(r.status),
         text.len()
     )?;
     conn.flush()
+}
+
+/// Quay's registry auth for `/v2/…`: `None` when the request may go on to the registry.
+fn registry_auth(
+    s: &mut State,
+    addr: SocketAddr,
+    target: &str,
+    authorization: Option<&String>,
+) -> Option<Reply> {
+    let unauthorized = |message: &str| Reply {
+        status: 401,
+        body: Some(json!({"errors": [{"code": "UNAUTHORIZED", "message": message, "detail": []}]})),
+        headers: vec![(
+            "WWW-Authenticate".into(),
+            format!("Bearer realm=\"http://{addr}/v2/auth\",service=\"{addr}\""),
+        )],
+    };
+    let path = target.split('?').next().unwrap_or("");
+    if path == "/v2/auth" {
+        // Who asks: a robot with its token, or `$oauthtoken` with the OAuth token.
+        let basic = authorization
+            .and_then(|a| a.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        let who: Option<String> = match basic.as_deref().and_then(|b| b.split_once(':')) {
+            None => None,
+            Some(("$oauthtoken", t)) if t == TOKEN && SystemTime::now() < s.token_expires => {
+                Some("quayadmin".into())
+            }
+            Some((user, token)) => {
+                let Some((org, short)) = user.split_once('+') else {
+                    return Some(unauthorized("Invalid Username or Password"));
+                };
+                match s.orgs.get(org).and_then(|o| o.robots.get(short)) {
+                    Some(t) if t == token => Some(user.to_string()),
+                    _ => return Some(unauthorized("Invalid Username or Password")),
+                }
+            }
+        };
+        let query = target.split_once('?').map(|q| q.1).unwrap_or("");
+        let mut granted = BTreeSet::new();
+        for scope in query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("scope="))
+            .map(|v| v.replace("%3A", ":").replace("%2F", "/"))
+        {
+            let Some(repo) = scope
+                .strip_prefix("repository:")
+                .and_then(|r| r.rsplit_once(':'))
+                .map(|r| r.0.to_string())
+            else {
+                continue;
+            };
+            let org = repo.split('/').next().unwrap_or("");
+            // Pulling through a cache org needs a member: a robot in one of the org's teams.
+            let member = match &who {
+                Some(w) if w == "quayadmin" => true,
+                Some(w) => s
+                    .orgs
+                    .get(org)
+                    .is_some_and(|o| o.teams.values().any(|t| t.1.contains(w))),
+                None => false,
+            };
+            if member {
+                granted.insert(repo);
+            }
+        }
+        s.next_id += 1;
+        let token = format!("qdouble-registry-{:020}", s.next_id);
+        s.registry_tokens.insert(token.clone(), granted);
+        return Some(reply(200, json!({"token": token, "access_token": token})));
+    }
+    let granted = authorization
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .and_then(|t| s.registry_tokens.get(t));
+    let Some(granted) = granted else {
+        return Some(unauthorized(
+            "access to the requested resource is not authorized",
+        ));
+    };
+    if path == "/v2/" {
+        return None;
+    }
+    // `/v2/<name>/(manifests|blobs|tags)/…`: the name must be granted.
+    let rest = &path["/v2/".len()..];
+    let name = ["/manifests/", "/blobs/", "/tags/"]
+        .iter()
+        .find_map(|k| rest.find(k).map(|i| &rest[..i]))
+        .unwrap_or(rest);
+    if granted.contains(name) {
+        None
+    } else {
+        Some(unauthorized(
+            "access to the requested resource is not authorized",
+        ))
+    }
+}
+
+/// Send the request on to `backend` and its answer back, byte for byte. A HEAD on a blob is
+/// preceded by a whole GET of it, as a real Quay's cache org fetches a blob it lacks from
+/// upstream before it answers a HEAD (so a HEAD's success says nothing about what the cache
+/// held before).
+fn relay(
+    mut conn: TcpStream,
+    backend: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    if method == "HEAD" && target.contains("/blobs/") {
+        send(backend, "GET", target, headers, &[], &mut std::io::sink())?;
+    }
+    send(backend, method, target, headers, body, &mut conn)?;
+    conn.flush()
+}
+
+/// One request to `backend`, its whole answer copied to `to`.
+fn send(
+    backend: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    to: &mut impl Write,
+) -> std::io::Result<u64> {
+    let mut up = TcpStream::connect(backend)?;
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: {backend}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        let lk = k.to_ascii_lowercase();
+        if !["host", "connection", "authorization"].contains(&lk.as_str()) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    up.write_all(head.as_bytes())?;
+    up.write_all(body)?;
+    std::io::copy(&mut up, to)
+}
+
+/// The host name of an `upstream_registry` (`host[:port][/namespace]`), without the port.
+fn upstream_hostname(upstream: &str) -> &str {
+    let host = upstream.split('/').next().unwrap_or("");
+    host.rsplit_once(':').map(|h| h.0).unwrap_or(host)
+}
+
+fn ssrf_allowed(s: &State, upstream: &str) -> bool {
+    let host = upstream.split('/').next().unwrap_or("");
+    s.ssrf_allowed
+        .as_ref()
+        .is_none_or(|a| a.contains(host) || a.contains(upstream_hostname(host)))
 }
 
 fn valid_org_name(s: &str) -> bool {
@@ -296,6 +571,11 @@ fn proxy_body(body: &str) -> Result<ProxyConfig, Reply> {
 }
 
 fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body: &str) -> Reply {
+    match s.token_requests_left {
+        Some(0) => s.token_expires = SystemTime::now() - Duration::from_secs(1),
+        Some(n) => s.token_requests_left = Some(n - 1),
+        None => {}
+    }
     match auth {
         None if method == "GET" => {
             return reply(
@@ -304,7 +584,10 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body
             )
         }
         None => return reply(403, json!({"error": "CSRF token was invalid or missing."})),
-        Some(a) if a.strip_prefix("Bearer ") != Some(TOKEN) => {
+        // Quay drops why a token failed (unknown or expired) and answers 401 the same way.
+        Some(a)
+            if a.strip_prefix("Bearer ") != Some(TOKEN) || SystemTime::now() >= s.token_expires =>
+        {
             return error(401, "invalid_token", "Invalid bearer token")
         }
         Some(_) => {}
@@ -327,6 +610,9 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body
             if s.orgs.contains_key(name) || s.users.contains(name) {
                 return bad_request("A user or organization with this name already exists");
             }
+            if s.reserved.contains(name) {
+                return bad_request("Username is not available");
+            }
             s.orgs.insert(name.to_string(), Org::default());
             reply(201, json!("Created"))
         }
@@ -335,7 +621,11 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body
             None => not_found(),
         },
         ("DELETE", ["organization", org]) => match s.orgs.remove(*org) {
-            Some(_) => Reply { status: 204, body: None },
+            Some(_) => {
+                // Deletion is asynchronous: the name stays taken until the namespace GC.
+                s.reserved.insert(org.to_string());
+                Reply { status: 204, body: None, headers: Vec::new() }
+            }
             None => not_found(),
         },
         ("GET", ["organization", org, "proxycache"]) => {
@@ -356,6 +646,16 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body
             if s.fail_proxycache_posts > 0 {
                 s.fail_proxycache_posts -= 1;
                 return error(500, "internal_error", "Internal Server Error");
+            }
+            if !s.orgs.contains_key(*org) {
+                return not_found();
+            }
+            let hostname = upstream_hostname(&config.upstream_registry);
+            if !ssrf_allowed(s, &config.upstream_registry) {
+                return bad_request("Error while creating Proxy cache configuration");
+            }
+            if s.unresolvable.contains(hostname) {
+                return bad_request(&format!("Cannot resolve hostname '{hostname}'"));
             }
             let Some(o) = s.orgs.get_mut(*org) else {
                 return not_found();
@@ -383,12 +683,28 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body
             if o.proxycache.is_some() {
                 return bad_request("Proxy Cache Configuration already exists");
             }
+            if !ssrf_allowed(s, &config.upstream_registry) {
+                return bad_request("The provided registry URL is not allowed");
+            }
             let host = config.upstream_registry.split('/').next().unwrap_or("");
             let failed = "Failed login to remote registry. Please verify entered details and try again.";
-            match (s.logins.get(host), &config.username, &config.password) {
-                (None, None, None) => reply(202, json!("Anonymous")),
-                (Some((u, p)), Some(gu), Some(gp)) if u == gu && p == gp => reply(202, json!("Valid")),
-                _ => bad_request(failed),
+            if s.dead.contains(host)
+                || s.unresolvable.contains(upstream_hostname(host))
+                || (s.plain_http.contains(host) && !config.insecure)
+            {
+                return bad_request(failed);
+            }
+            let given = config.username.as_ref().zip(config.password.as_ref());
+            match (s.logins.get(host), given) {
+                // An open upstream: anonymous access works; any login is accepted.
+                (None, None) => reply(202, json!("Anonymous")),
+                (None, Some(_)) => reply(202, json!("Valid")),
+                (Some(l), Some((u, p))) if l.user == *u && l.password == *p => {
+                    reply(202, json!("Valid"))
+                }
+                // A refused Basic login falls back to anonymous access: 202, not an error.
+                (Some(l), _) if l.kind == LoginKind::Basic => reply(202, json!("Anonymous")),
+                (Some(_), _) => bad_request(failed),
             }
         }
         ("GET", ["organization", org, "quota"]) => match s.orgs.get(*org) {
@@ -501,10 +817,26 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body
                 return bad_request("Unknown user");
             }
             match o.teams.get_mut(*team) {
+                Some(t) if t.1.contains(*member) => bad_request(&format!(
+                    "User {member} is already a member of team {team}"
+                )),
                 Some(t) => {
                     t.1.insert(member.to_string());
                     reply(200, json!({"name": member, "kind": "user", "is_robot": true}))
                 }
+                None => not_found(),
+            }
+        }
+        ("GET", ["organization", org, "team", team, "members"]) => {
+            match s.orgs.get(*org).and_then(|o| o.teams.get(*team)) {
+                Some((_, members)) => reply(
+                    200,
+                    json!({
+                        "name": team,
+                        "members": members.iter().map(|m| json!({"name": m, "kind": "user", "is_robot": m.contains('+')})).collect::<Vec<_>>(),
+                        "can_edit": true,
+                    }),
+                ),
                 None => not_found(),
             }
         }
