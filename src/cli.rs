@@ -158,6 +158,10 @@ pub struct PlanArgs {
     /// An oc-mirror ImageSetConfiguration (v2alpha1) whose content is added to the job's.
     #[arg(long, value_name = "FILE")]
     pub isc: Option<PathBuf>,
+    /// Record the digests and selections resolved in this state database (as `warm` does), so
+    /// `refresh` compares against them. Without it, `plan` writes nothing.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
