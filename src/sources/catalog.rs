@@ -32,16 +32,15 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// The catalog as a tracked source (`op.catalog` names it).
-    pub fn tracked(&self, op: &OperatorSpec) -> Result<Tracked> {
-        let source: Reference = op.catalog.parse()?;
-        Ok(Tracked {
+    /// The catalog as a tracked source, named by `source` as the job writes it.
+    pub fn tracked(&self, source: &Reference) -> Tracked {
+        Tracked {
             kind: TrackedKind::Catalog,
-            key: Tracked::catalog_key(&source),
+            key: Tracked::catalog_key(source),
             digest: self.digest.clone(),
             selection: self.heads.clone(),
             images: self.references.iter().map(|(r, _)| r.clone()).collect(),
-        })
+        }
     }
 }
 

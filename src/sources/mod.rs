@@ -180,6 +180,21 @@ impl Collected {
     }
 }
 
+/// The job's `releases` (and an ISC's `release`), with where each is written.
+pub fn named_releases(job: &Job) -> Result<Vec<(Reference, String)>> {
+    let file = job.path.display().to_string();
+    job.releases
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let r: Reference = s
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{file}: releases[{i}]: {e}"))?;
+            Ok((r, format!("{file}: releases[{i}]")))
+        })
+        .collect()
+}
+
 /// Every reference of the job: its images and image lists, then releases (named and from
 /// channels, each with its components), then operator catalogs; blocked images removed.
 pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
@@ -191,14 +206,7 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
     for (r, origin) in job.references()? {
         out.push(&mut seen, r, origin);
     }
-    let file = job.path.display().to_string();
-    let mut releases: Vec<(Reference, String)> = Vec::new();
-    for (i, s) in job.releases.iter().enumerate() {
-        let r: Reference = s
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{file}: releases[{i}]: {e}"))?;
-        releases.push((r, format!("{file}: releases[{i}]")));
-    }
+    let mut releases = named_releases(job)?;
     if !job.channels.is_empty() {
         let selected = graph::select_for_job(job).await?;
         out.notes.extend(selected.notes);
@@ -239,10 +247,11 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
         let origin = op
             .origin
             .clone()
-            .unwrap_or_else(|| format!("{file}: operators[{i}]"));
+            .unwrap_or_else(|| format!("{}: operators[{i}]", job.path.display()));
         match catalog::select(job, registries, op, &origin).await {
             Ok(selected) => {
-                out.tracked.push(selected.tracked(op)?);
+                let source: Reference = op.catalog.parse()?;
+                out.tracked.push(selected.tracked(&source));
                 out.notes.extend(selected.notes);
                 for (reference, o) in selected.references {
                     out.push(&mut seen, reference, o);
@@ -273,7 +282,7 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
     Ok(out)
 }
 
-mod blocked {
+pub(crate) mod blocked {
     //! `blocked_images`: references (or repositories, without tag/digest) never planned.
     use super::*;
 
