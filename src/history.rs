@@ -293,4 +293,37 @@ mod tests {
         assert!(s.last_success("refresh").unwrap().is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn tracked_sources_keep_their_selection_and_are_warm_only_when_said() {
+        let dir = std::env::temp_dir().join(format!("prewarm-tracked-{}", std::process::id()));
+        let s = State::open(&dir.join("s.db")).unwrap();
+        let d = Digest::sha256_of(b"index");
+        let selection: BTreeMap<String, String> = [("p".to_string(), "p.v1".to_string())]
+            .into_iter()
+            .collect();
+        let t = Tracked {
+            kind: crate::sources::TrackedKind::Catalog,
+            key: "catalog r.io/idx:v1".into(),
+            digest: Some(d.clone()),
+            selection: selection.clone(),
+            images: Vec::new(),
+        };
+        assert_eq!(s.selection(&t.key).unwrap(), None);
+        s.record_tracked(&t, false).unwrap();
+        assert_eq!(s.selection(&t.key).unwrap(), Some(selection));
+        assert!(!s.warm_since(&t.key, &d, 0).unwrap());
+        s.record_tracked(&t, true).unwrap();
+        assert!(s.warm_since(&t.key, &d, 0).unwrap());
+        assert!(!s
+            .warm_since(&t.key, &Digest::sha256_of(b"other"), 0)
+            .unwrap());
+        assert!(!s.warm_since(&t.key, &d, now() + 60).unwrap());
+        // A tag and its pinned form share a key; a digest reference is its own.
+        let tag: Reference = format!("quay.io/a/b:1@{d}").parse().unwrap();
+        assert_eq!(state_key(&tag), "quay.io/a/b:1");
+        let pinned: Reference = format!("quay.io/a/b@{d}").parse().unwrap();
+        assert_eq!(state_key(&pinned), format!("quay.io/a/b@{d}"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
