@@ -708,6 +708,29 @@ fn releases_channels_and_catalogs_refresh_only_what_moved() {
     assert_eq!(r["summary"]["warmed"], 2);
     settle(&env);
 
+    // 4.20.2 leaves the graph: reported, nothing warmed.
+    let mut g: serde_json::Value =
+        serde_json::from_str(&c.graph_json("quay.io", &[("4.20.3", "4.20.4")], &[])).unwrap();
+    let nodes = g["nodes"].as_array().unwrap().clone();
+    let keep: Vec<serde_json::Value> = nodes
+        .iter()
+        .filter(|n| n["version"] != "4.20.2")
+        .cloned()
+        .collect();
+    let at = |v: &str| keep.iter().position(|n| n["version"] == v).unwrap();
+    g["edges"] = serde_json::json!([[at("4.20.3"), at("4.20.4")]]);
+    g["nodes"] = serde_json::Value::Array(keep.clone());
+    std::fs::write(&graph, g.to_string()).unwrap();
+    let report = env.path("left.json");
+    let out = refresh(&report, &[]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("channel stable-4.20 amd64: release 4.20.2 left the range"),
+        "{stdout}"
+    );
+    assert_eq!(read_report(Path::new(&report))["summary"]["images"], 0);
+
     // And now nothing is new.
     let report = env.path("after.json");
     let out = refresh(&report, &[]);
