@@ -61,7 +61,7 @@ pub enum Command {
     Verify(RunArgs),
     /// Re-resolve tags with HEAD only and warm what changed upstream or went stale (for cron).
     #[command(
-        after_help = "Example:\n  prewarm refresh job.yaml --stale-after 12h --report refresh.json --metrics /var/lib/node_exporter/textfile/prewarm.prom\n\nReferences by digest and tags matching the job's `refresh.immutable` rules are never re-checked.\nPrints each change as `changed  REF  OLD → NEW`. Exit status: 0 when nothing failed (a spent\nrate budget stops cleanly and is not a failure), 1 when any image failed, 2 on bad input."
+        after_help = "Example:\n  prewarm refresh job.yaml --stale-after 12h --report refresh.json --metrics /var/lib/node_exporter/textfile/prewarm.prom\n\nReferences by digest and tags matching the job's `refresh.immutable` rules are never re-checked.\nReleases and catalogs by tag get one HEAD each; channels' graphs are read again; what moved is\nread again and only its new images are warmed. Prints each change as `changed  REF  OLD → NEW`,\nand `catalog C: package P: OLD → NEW` / `channel C ARCH: release V entered the range`. Exit status: 0 when nothing failed (a spent\nrate budget stops cleanly and is not a failure), 1 when any image failed, 2 on bad input."
     )]
     Refresh(RefreshArgs),
     /// Set up the cache on Quay: cache orgs and proxy-cache configs, upstream credentials,
@@ -158,6 +158,10 @@ pub struct PlanArgs {
     /// An oc-mirror ImageSetConfiguration (v2alpha1) whose content is added to the job's.
     #[arg(long, value_name = "FILE")]
     pub isc: Option<PathBuf>,
+    /// Record the digests and selections resolved in this state database (as `warm` does), so
+    /// `refresh` compares against them. Without it, `plan` writes nothing.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

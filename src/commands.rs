@@ -51,6 +51,9 @@ pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
     }
     let reporter = progress::for_run(global.quiet);
     let plan = plan::build(&job, &registries, reporter.as_ref()).await?;
+    if let Some(path) = &args.state {
+        crate::history::record_plan(&State::open(path)?, &plan, None)?;
+    }
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
         Output::Text => print_plan(&plan),
@@ -150,6 +153,9 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         Executor::Warm => ("warm", exec::warm::warm(&work, &plan).await?),
         Executor::Verify => ("verify", exec::verify::verify(&work, &plan).await?),
     };
+    if let (Executor::Warm, Some(state)) = (executor, &state) {
+        crate::history::record_plan(state, &plan, Some(&images))?;
+    }
     let images = match args.shard {
         Some(_) => crate::shard::drop_carriers(&plan, images),
         None => images,

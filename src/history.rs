@@ -5,12 +5,120 @@
 //!
 //! Each write is its own statement (WAL), made as the item completes, so a killed run leaves
 //! every finished item recorded and nothing half-written.
+//!
+//! `plan --state` and `warm` record what they resolved ([`record_plan`]): each image's digest
+//! under its [`state_key`] (and, after a warm, that it is warm), each tracked release and
+//! catalog tag's digest, and what each catalog and channel selected. So the first refresh
+//! after a warm finds nothing new.
+
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context, Result};
 use rusqlite::{params, OptionalExtension};
 
-use crate::reference::Digest;
+use crate::plan::Plan;
+use crate::reference::{Digest, Reference};
+use crate::report::{ImageReport, ImageStatus};
+use crate::sources::Tracked;
 use crate::state::{now, State};
+
+/// The key an image's digest is kept under: its tag reference when it has a tag (what a
+/// refresh HEADs), else its digest reference.
+pub fn state_key(r: &Reference) -> String {
+    match r.tag() {
+        Some(tag) => Reference::new(r.registry(), r.repository(), Some(tag), None).to_string(),
+        None => r.to_string(),
+    }
+}
+
+/// Record a plan's digests and selections; with `reports` (one per plan image, as the warm
+/// executor returns them) also which images are warm, and which tracked sources have every
+/// image warm.
+pub fn record_plan(state: &State, plan: &Plan, reports: Option<&[ImageReport]>) -> Result<()> {
+    let mut warm = HashSet::new();
+    for (i, image) in plan.images.iter().enumerate() {
+        if crate::shard::is_carrier(image) {
+            continue;
+        }
+        let key = state_key(&image.source);
+        let ok = reports
+            .and_then(|r| r.get(i))
+            .is_some_and(|r| matches!(r.status, ImageStatus::Warmed | ImageStatus::Cached));
+        if ok {
+            state.warmed_digest(&key, &image.digest)?;
+            warm.insert(image.source.clone());
+        } else {
+            state.saw_digest(&key, &image.digest)?;
+        }
+    }
+    for t in &plan.tracked {
+        let all_warm = reports.is_some() && t.images.iter().all(|r| warm.contains(r));
+        state.record_tracked(t, all_warm)?;
+    }
+    Ok(())
+}
+
+impl State {
+    /// Record a tracked source as seen (its digest, its selection) and, when `warm`, that
+    /// every image of it is warm now.
+    pub fn record_tracked(&self, t: &Tracked, warm: bool) -> Result<()> {
+        if let Some(d) = &t.digest {
+            if warm {
+                self.warmed_digest(&t.key, d)?;
+            } else {
+                self.saw_digest(&t.key, d)?;
+            }
+        }
+        if !t.selection.is_empty() || t.digest.is_none() {
+            self.record_selection(&t.key, t.digest.as_ref(), &t.selection)?;
+        }
+        Ok(())
+    }
+
+    /// What tracked source `source` selected when last seen.
+    pub fn selection(&self, source: &str) -> Result<Option<BTreeMap<String, String>>> {
+        self.with_conn(|conn| {
+            let detail: Option<String> = conn
+                .query_row(
+                    "SELECT detail FROM selections WHERE source = ?1",
+                    params![source],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            detail
+                .map(|d| {
+                    serde_json::from_str(&d)
+                        .with_context(|| format!("state: selection of `{source}` is not JSON"))
+                })
+                .transpose()
+        })
+    }
+
+    pub fn record_selection(
+        &self,
+        source: &str,
+        digest: Option<&Digest>,
+        detail: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let text = serde_json::to_string(detail)?;
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO selections (source, digest, detail, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source) DO UPDATE SET digest = excluded.digest,
+                   detail = excluded.detail, at = excluded.at",
+                params![source, digest.map(Digest::as_str), text, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Whether `key` resolves to `digest` and a warm of it completed at or after `since`.
+    pub fn warm_since(&self, key: &str, digest: &Digest, since: i64) -> Result<bool> {
+        Ok(self
+            .current_digest(key)?
+            .is_some_and(|k| k.digest == *digest && k.last_warmed.is_some_and(|at| at >= since)))
+    }
+}
 
 /// What the state knows about one reference: the digest it resolved to most recently.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +291,39 @@ mod tests {
         assert!(s.is_shipped("site", "r", &a).unwrap());
         assert!(!s.is_shipped("site", "r", &b).unwrap());
         assert!(s.last_success("refresh").unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tracked_sources_keep_their_selection_and_are_warm_only_when_said() {
+        let dir = std::env::temp_dir().join(format!("prewarm-tracked-{}", std::process::id()));
+        let s = State::open(&dir.join("s.db")).unwrap();
+        let d = Digest::sha256_of(b"index");
+        let selection: BTreeMap<String, String> = [("p".to_string(), "p.v1".to_string())]
+            .into_iter()
+            .collect();
+        let t = Tracked {
+            kind: crate::sources::TrackedKind::Catalog,
+            key: "catalog r.io/idx:v1".into(),
+            digest: Some(d.clone()),
+            selection: selection.clone(),
+            images: Vec::new(),
+        };
+        assert_eq!(s.selection(&t.key).unwrap(), None);
+        s.record_tracked(&t, false).unwrap();
+        assert_eq!(s.selection(&t.key).unwrap(), Some(selection));
+        assert!(!s.warm_since(&t.key, &d, 0).unwrap());
+        s.record_tracked(&t, true).unwrap();
+        assert!(s.warm_since(&t.key, &d, 0).unwrap());
+        assert!(!s
+            .warm_since(&t.key, &Digest::sha256_of(b"other"), 0)
+            .unwrap());
+        assert!(!s.warm_since(&t.key, &d, now() + 60).unwrap());
+        // A tag and its pinned form share a key; a digest reference is its own.
+        let tag: Reference = format!("quay.io/a/b:1@{d}").parse().unwrap();
+        assert_eq!(state_key(&tag), "quay.io/a/b:1");
+        let pinned: Reference = format!("quay.io/a/b@{d}").parse().unwrap();
+        assert_eq!(state_key(&pinned), format!("quay.io/a/b@{d}"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -28,6 +28,9 @@ pub struct Plan {
     /// unsupported sections of an ImageSetConfiguration, signatures written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The releases, channels and catalogs behind the images, for the state (refresh).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracked: Vec<crate::sources::Tracked>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +105,7 @@ pub async fn build(job: &Job, registries: &Registries, reporter: &dyn Reporter) 
     let mut plan = build_from(job, registries, collected.references, reporter).await?;
     plan.failures.extend(collected.failures);
     plan.notes.extend(collected.notes);
+    plan.tracked = collected.tracked;
     Ok(plan)
 }
 

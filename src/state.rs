@@ -49,6 +49,14 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (destination, repository, digest)
     );",
+    // 3: per tracked OCP source (`catalog <ref>`, `channel <name> <arch>`) what it selected when
+    // last seen, so a refresh can say what changed (`package P: old → new`).
+    "CREATE TABLE selections (
+        source TEXT PRIMARY KEY,
+        digest TEXT,
+        detail TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );",
 ];
 
 pub struct State {

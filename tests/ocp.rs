@@ -281,11 +281,14 @@ fn named_channels_ranges_full_and_blocked_images() {
         ),
     );
     let (got, plan) = plan(&env, &job, &[]);
+    // 1.2.0 is out of range but kept, as oc-mirror keeps it: 1.1.1 is reachable only
+    // through 1.2.0's `skips`.
     let mut want = catalog_set(
         &c,
         &[
             "aws-load-balancer-operator.v1.1.0",
             "aws-load-balancer-operator.v1.1.1",
+            "aws-load-balancer-operator.v1.2.0",
             "jaeger-product.v1.51.0-1",
             "node-observability-operator.v0.2.0",
             "node-observability-operator.v0.3.0",
@@ -655,4 +658,120 @@ fn graph_and_signatures_from_an_update_service_url() {
         .join("sigs")
         .join(format!("sha256-{hex}-2"))
         .exists());
+}
+
+/// oc-mirror v2's catalog rules on a catalog of their own: a package range filters every
+/// channel (the default channel `stable` ends at 1.2.0, `fast` at 2.0.0) and leaves an
+/// out-of-range head out; build metadata never separates `0.8.4-5` from
+/// `0.8.4-5+0.1687199951.p`; mixing package and channel ranges, or `full` with a range, is
+/// refused before anything is read, naming the file and the package.
+#[test]
+fn selection_rules_match_oc_mirror() {
+    use prewarm::lab::ocp_content::{seed_selection_catalog, SELECTION_REPOSITORY};
+    let env = lab("ocp-selection");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sc = rt
+        .block_on(seed_selection_catalog(&env.lab.redhat_target().unwrap()))
+        .expect("seed the selection catalog");
+    let catalog = format!("registry.redhat.io/{SELECTION_REPOSITORY}:v1");
+    let want = |bundles: &[&str]| {
+        let mut w: BTreeSet<(String, String)> = bundles
+            .iter()
+            .flat_map(|b| sc.bundles[*b].iter().map(|r| key(r)))
+            .collect();
+        w.insert((
+            format!("registry.redhat.io/{SELECTION_REPOSITORY}"),
+            sc.index.digest.clone(),
+        ));
+        w
+    };
+    let heads = job_with(
+        &env,
+        "heads.yaml",
+        &format!("operators:\n- catalog: {catalog}\n  packages:\n  - name: two-channel\n"),
+    );
+    assert_eq!(
+        plan(&env, &heads, &[]).0,
+        want(&["two-channel.v1.2.0", "two-channel.v2.0.0"])
+    );
+    let ranged = job_with(
+        &env,
+        "ranged.yaml",
+        &format!(
+            "operators:\n- catalog: {catalog}\n  packages:\n  - name: two-channel\n    maxVersion: 1.1.0\n  - name: built\n    minVersion: 0.8.4-5\n    maxVersion: 0.8.4-5\n"
+        ),
+    );
+    assert_eq!(
+        plan(&env, &ranged, &[]).0,
+        want(&[
+            "two-channel.v1.0.0",
+            "two-channel.v1.1.0",
+            "built.v0.8.4-5",
+            "built.v0.8.4-5+0.1687199951.p",
+        ])
+    );
+    let from = job_with(
+        &env,
+        "from.yaml",
+        &format!("operators:\n- catalog: {catalog}\n  packages:\n  - name: two-channel\n    minVersion: 1.2.0\n"),
+    );
+    assert_eq!(
+        plan(&env, &from, &[]).0,
+        want(&["two-channel.v1.2.0", "two-channel.v2.0.0"])
+    );
+
+    // Refused at load, exit 2, one line naming the file and the package.
+    let refused = |out: std::process::Output, file: &str, package: &str, says: &str| {
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(file)
+                && err.contains(&format!("package `{package}`"))
+                && err.contains(says),
+            "{err}"
+        );
+    };
+    let mixed = job_with(
+        &env,
+        "mixed.yaml",
+        &format!("operators:\n- catalog: {catalog}\n  packages:\n  - name: two-channel\n    minVersion: 1.0.0\n    channels:\n    - name: fast\n      maxVersion: 2.0.0\n"),
+    );
+    refused(
+        env.prewarm(&["plan", &mixed]),
+        "mixed.yaml: operators[0].packages[0]",
+        "two-channel",
+        "are exclusive",
+    );
+    let isc = env.dir.join("full-range-isc.yaml");
+    std::fs::write(
+        &isc,
+        format!("kind: ImageSetConfiguration\napiVersion: mirror.openshift.io/v2alpha1\nmirror:\n  operators:\n  - catalog: {catalog}\n    full: true\n    packages:\n    - name: built\n      maxVersion: 0.8.5-1\n"),
+    )
+    .unwrap();
+    let plain = job_with(&env, "plain.yaml", "");
+    refused(
+        env.prewarm(&["plan", &plain, "--isc", isc.to_str().unwrap()]),
+        "full-range-isc.yaml: mirror.operators[0].packages[0]",
+        "built",
+        "`full: true` cannot be mixed",
+    );
+    let bad = env.dir.join("bad-version-isc.yaml");
+    std::fs::write(
+        &bad,
+        format!("kind: ImageSetConfiguration\napiVersion: mirror.openshift.io/v2alpha1\nmirror:\n  operators:\n  - catalog: {catalog}\n    packages:\n    - name: built\n      minVersion: notaversion\n"),
+    )
+    .unwrap();
+    let out = env.prewarm(&["plan", &plain, "--isc", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("plain.yaml"), "{err}");
+    refused(
+        out,
+        "bad-version-isc.yaml: mirror.operators[0].packages[0].minVersion: `notaversion` is not a semantic version",
+        "built",
+        "",
+    );
 }

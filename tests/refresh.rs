@@ -511,3 +511,271 @@ fn a_spent_budget_stops_cleanly_and_the_next_run_does_the_rest() {
     );
     assert!(r["refresh"]["deferred"].as_array().unwrap().is_empty());
 }
+
+/// The lab job's cache and registries without its image list, for amd64, plus `extra`.
+fn ocp_job(env: &Env, name: &str, extra: &str) -> String {
+    let base = std::fs::read_to_string(&env.job).unwrap();
+    let mut text: String = base
+        .lines()
+        .filter(|l| !l.starts_with("image_lists:") && !l.starts_with("platforms:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!("platforms: [linux/amd64]\n{extra}"));
+    let path = env.dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// `(repository, digest)` of every image a report lists.
+fn reported(r: &serde_json::Value) -> std::collections::BTreeSet<(String, String)> {
+    r["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let reference: prewarm::reference::Reference =
+                i["reference"].as_str().unwrap().parse().unwrap();
+            (
+                reference.repo_path(),
+                i["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn by_digest(reference: &str) -> (String, String) {
+    let r: prewarm::reference::Reference = reference.parse().unwrap();
+    (r.repo_path(), r.digest().unwrap().to_string())
+}
+
+/// A release by tag, a channel over a local graph and a whole catalog: after `warm`, a refresh
+/// of an unchanged upstream sends one HEAD per tag and nothing else; a catalog re-pushed under
+/// its tag with a new head bundle warms exactly that bundle's images (and the new index) and
+/// says `package P: old → new`; a graph gaining a release in the channel's range warms that
+/// release's new images.
+#[test]
+fn releases_channels_and_catalogs_refresh_only_what_moved() {
+    let env = lab("refresh-ocp");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = rt.block_on(env.lab.seed_ocp()).expect("seed OCP content");
+    let graphs = env.dir.join("graphs");
+    std::fs::create_dir_all(&graphs).unwrap();
+    let graph = graphs.join("graph-stable-4.20-amd64.json");
+    let chain = [("4.20.1", "4.20.2"), ("4.20.2", "4.20.3")];
+    std::fs::write(&graph, c.graph_json("quay.io", &chain, &[])).unwrap();
+    let job = ocp_job(
+        &env,
+        "ocp.yaml",
+        "graph:\n  dir: graphs\nchannels:\n- name: stable-4.20\n  minVersion: 4.20.2\nreleases:\n- quay.io/openshift-release-dev/ocp-release:4.20.1-x86_64\noperators:\n- catalog: registry.redhat.io/redhat/redhat-operator-index:v4.20\n",
+    );
+    let state = env.path("state.db");
+    let out = env.prewarm(&["warm", &job, "--state", &state]);
+    assert!(out.status.success());
+    settle(&env);
+
+    // Unchanged: one HEAD for the release tag, one for the catalog tag; nothing warmed.
+    let marks = upstream_marks(&env);
+    let front = access(&env.lab.front.log).len();
+    let report = env.path("noop.json");
+    let refresh = |report: &str, extra: &[&str]| {
+        let mut args = vec![
+            "refresh",
+            job.as_str(),
+            "--state",
+            state.as_str(),
+            "--stale-after",
+            "1h",
+            "--report",
+            report,
+        ];
+        args.extend_from_slice(extra);
+        env.prewarm(&args)
+    };
+    let out = refresh(&report, &[]);
+    assert!(out.status.success());
+    let r = read_report(Path::new(&report));
+    assert_eq!(
+        r["refresh"]["changes"].as_array().unwrap().len(),
+        0,
+        "{r:#}"
+    );
+    assert_eq!(r["refresh"]["diff"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(r["refresh"]["tracked_sources"], 3);
+    assert_eq!(r["refresh"]["checked"], 2);
+    assert_eq!(r["summary"]["images"], 0);
+    assert_eq!(r["summary"]["bytes_transferred"], 0);
+    let new = upstream_since(&env, &marks);
+    let mut manifests: Vec<_> = new
+        .iter()
+        .filter(|(_, p, _)| p.contains("/manifests/"))
+        .map(|(m, p, _)| (m.as_str(), p.as_str()))
+        .collect();
+    manifests.sort();
+    assert_eq!(
+        manifests,
+        [
+            (
+                "HEAD",
+                "/v2/openshift-release-dev/ocp-release/manifests/4.20.1-x86_64"
+            ),
+            ("HEAD", "/v2/redhat/redhat-operator-index/manifests/v4.20")
+        ],
+        "{new:?}"
+    );
+    assert!(
+        new.iter().all(|(m, p, _)| m == "HEAD" || p == "/v2/"),
+        "nothing but HEADs: {new:?}"
+    );
+    assert_eq!(
+        access(&env.lab.front.log).len(),
+        front,
+        "the cache was not asked"
+    );
+
+    // The catalog gains a head bundle with a new related image, under the same tag.
+    let (index, bundle_images) = rt
+        .block_on(c.push_catalog_update(&env.lab.redhat_target().unwrap()))
+        .unwrap();
+    let line = "package node-observability-operator: node-observability-operator.v0.3.0 → node-observability-operator.v0.4.0";
+    let front = access(&env.lab.front.log).len();
+    let out = refresh(&env.path("dry.json"), &["--dry-run"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(line));
+    assert_eq!(
+        access(&env.lab.front.log).len(),
+        front,
+        "a dry run warms nothing"
+    );
+    let report = env.path("catalog.json");
+    let out = refresh(&report, &[]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "catalog registry.redhat.io/redhat/redhat-operator-index:v4.20: {line}"
+        )),
+        "{stdout}"
+    );
+    let r = read_report(Path::new(&report));
+    let mut want: std::collections::BTreeSet<_> =
+        bundle_images.iter().map(|b| by_digest(b)).collect();
+    want.insert((
+        "registry.redhat.io/redhat/redhat-operator-index".to_string(),
+        index.digest.clone(),
+    ));
+    assert_eq!(reported(&r), want, "{r:#}");
+    assert_eq!(r["summary"]["failed"], 0);
+    assert_eq!(r["summary"]["warmed"], want.len());
+    settle(&env);
+
+    // The graph gains 4.20.4, inside `minVersion: 4.20.2`: it is read and its new images warmed.
+    let release = rt
+        .block_on(c.push_release(&env.lab.quay_target(), "4.20.4"))
+        .unwrap();
+    let chain = [
+        ("4.20.1", "4.20.2"),
+        ("4.20.2", "4.20.3"),
+        ("4.20.3", "4.20.4"),
+    ];
+    std::fs::write(&graph, c.graph_json("quay.io", &chain, &[])).unwrap();
+    let report = env.path("graph.json");
+    let out = refresh(&report, &[]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("channel stable-4.20 amd64: release 4.20.4 entered the range"),
+        "{stdout}"
+    );
+    let r = read_report(Path::new(&report));
+    let console = c.components["4.20.4"]
+        .iter()
+        .find(|(n, _)| n == "console")
+        .map(|(_, r)| by_digest(r))
+        .unwrap();
+    let want: std::collections::BTreeSet<_> = [
+        (
+            "quay.io/openshift-release-dev/ocp-release".to_string(),
+            release.digest.clone(),
+        ),
+        console,
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(reported(&r), want, "{r:#}");
+    assert_eq!(r["summary"]["warmed"], 2);
+    settle(&env);
+
+    // 4.20.2 leaves the graph: reported, nothing warmed.
+    let mut g: serde_json::Value =
+        serde_json::from_str(&c.graph_json("quay.io", &[("4.20.3", "4.20.4")], &[])).unwrap();
+    let nodes = g["nodes"].as_array().unwrap().clone();
+    let keep: Vec<serde_json::Value> = nodes
+        .iter()
+        .filter(|n| n["version"] != "4.20.2")
+        .cloned()
+        .collect();
+    let at = |v: &str| keep.iter().position(|n| n["version"] == v).unwrap();
+    g["edges"] = serde_json::json!([[at("4.20.3"), at("4.20.4")]]);
+    g["nodes"] = serde_json::Value::Array(keep.clone());
+    std::fs::write(&graph, g.to_string()).unwrap();
+    let report = env.path("left.json");
+    let out = refresh(&report, &[]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("channel stable-4.20 amd64: release 4.20.2 left the range"),
+        "{stdout}"
+    );
+    assert_eq!(read_report(Path::new(&report))["summary"]["images"], 0);
+
+    // And now nothing is new.
+    let report = env.path("after.json");
+    let out = refresh(&report, &[]);
+    assert!(out.status.success());
+    let r = read_report(Path::new(&report));
+    assert_eq!(
+        r["refresh"]["changes"].as_array().unwrap().len(),
+        0,
+        "{r:#}"
+    );
+    assert_eq!(r["refresh"]["diff"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(r["summary"]["images"], 0);
+}
+
+/// `warm` records what it resolved: a refresh right after it on an unchanged upstream reports
+/// nothing new and warms nothing.
+#[test]
+fn warm_then_refresh_reports_nothing_new() {
+    let env = lab("refresh-after-warm");
+    let job = env.job.to_str().unwrap();
+    let state = env.path("state.db");
+    assert!(env
+        .prewarm(&["warm", job, "--state", &state])
+        .status
+        .success());
+    settle(&env);
+    let report = env.path("after.json");
+    let out = env.prewarm(&[
+        "refresh",
+        job,
+        "--state",
+        &state,
+        "--report",
+        &report,
+        "--stale-after",
+        "1h",
+    ]);
+    assert!(out.status.success());
+    let r = read_report(Path::new(&report));
+    assert_eq!(
+        r["refresh"]["changes"].as_array().unwrap().len(),
+        0,
+        "{r:#}"
+    );
+    assert_eq!(r["refresh"]["stale"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(r["refresh"]["to_warm"], 0);
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+}

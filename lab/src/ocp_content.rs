@@ -56,6 +56,10 @@ pub struct OcpContent {
     pub bundles: BTreeMap<String, (String, Vec<String>)>,
     /// Every image pushed, for checks on the cache.
     pub images: Vec<SeededImage>,
+    /// Bundle name → its `relatedImages` as listed (for rebuilding the index).
+    related: BTreeMap<String, Vec<(String, String)>>,
+    /// Bundle name → its bundle image.
+    bundle_images: BTreeMap<String, String>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -314,7 +318,7 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
     let r = &redhat.host;
 
     // Components: a shared base, one own layer each. The CVO's layers are the release base.
-    let base = small("ocp:base", "usr/lib64/libocp-base.so", 48 << 10);
+    let base = base_layer();
     let cvo_bin = small("ocp:cvo", "usr/bin/cluster-version-operator", 16 << 10);
     let mut component_refs: BTreeMap<String, String> = BTreeMap::new();
     let mut cvo_digest = String::new();
@@ -379,50 +383,8 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
                 .clone(),
             )))
             .collect();
-        let stream = json!({
-            "kind": "ImageStream",
-            "apiVersion": "image.openshift.io/v1",
-            "metadata": {"name": version, "creationTimestamp": "2025-10-14T12:00:00Z"},
-            "spec": {
-                "lookupPolicy": {"local": false},
-                "tags": tags.iter().map(|(name, pullspec)| json!({
-                    "name": name,
-                    "annotations": {"io.openshift.build.source-location": format!("https://github.com/openshift/{name}")},
-                    "from": {"kind": "DockerImage", "name": pullspec},
-                    "generation": null,
-                    "importPolicy": {},
-                    "referencePolicy": {"type": ""}
-                })).collect::<Vec<_>>()
-            },
-            "status": {"dockerImageRepository": ""}
-        });
         let previous: Vec<&str> = RELEASES[..n].to_vec();
-        let metadata = json!({
-            "kind": "cincinnati-metadata-v0",
-            "version": version,
-            "previous": previous,
-            "metadata": {"url": format!("https://access.redhat.com/errata/RHSA-2025:{}", 1000 + n)}
-        });
-        let release_layer = tar_layer(
-            &[
-                ("release-manifests/", Vec::new()),
-                ("release-manifests/image-references", serde_json::to_vec_pretty(&stream)?),
-                ("release-manifests/release-metadata", serde_json::to_vec_pretty(&metadata)?),
-                (
-                    "release-manifests/0000_00_cluster-version-operator_00_namespace.yaml",
-                    b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: openshift-cluster-version\n".to_vec(),
-                ),
-                (
-                    "release-manifests/0000_50_console-operator_07_deployment.yaml",
-                    b"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: console-operator\n  namespace: openshift-console-operator\n".to_vec(),
-                ),
-                (
-                    "release-manifests/0000_90_etcd_servicemonitor.yaml",
-                    b"apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: etcd\n".to_vec(),
-                ),
-            ],
-            Compression::Gzip,
-        );
+        let (stream, metadata, release_layer) = release_manifests(version, &previous, n, &tags)?;
         let mut layers = vec![base.clone(), cvo_bin.clone(), release_layer];
         if *version == "4.20.1" {
             // Not what `oc adm release new` builds: forces the fall back to lower layers.
@@ -558,40 +520,7 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
     let mut bundles = BTreeMap::new();
     for d in &defs {
         let name = bundle_name(d.package, d.version);
-        let bundle = redhat_pusher
-            .push_image(
-                &format!("{0}/{0}-bundle", d.package),
-                None,
-                &ImageSpec::linux(
-                    Format::Oci,
-                    "amd64",
-                    labels(&[(
-                        "operators.operatorframework.io.bundle.package.v1",
-                        d.package,
-                    )]),
-                    vec![small(
-                        &format!("bundle:{name}"),
-                        "manifests/csv.yaml",
-                        2 << 10,
-                    )],
-                ),
-            )
-            .await?;
-        let operator = redhat_pusher
-            .push_image(
-                &format!("{0}/{0}-rhel9-operator", d.package),
-                None,
-                &ImageSpec::linux(
-                    Format::Docker,
-                    "amd64",
-                    labels(&[("name", d.package)]),
-                    vec![
-                        base.clone(),
-                        small(&format!("operator:{name}"), "usr/bin/manager", 4 << 10),
-                    ],
-                ),
-            )
-            .await?;
+        let (bundle, operator) = push_bundle(&redhat_pusher, d.package, &name, &base).await?;
         let (b, o) = (by_digest(&bundle, r), by_digest(&operator, r));
         let mut rel = vec![
             (String::new(), b.clone()),
@@ -616,7 +545,158 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
     }
 
     let docs = |p: &str| package_docs(p, &defs, &related, &bundle_images);
-    let opm = tar_layer(
+    let opm = opm_layer();
+    let index_labels = index_labels();
+    let children = redhat_index_children(&defs, &related, &bundle_images);
+    let catalog = redhat_pusher
+        .push_index(CATALOG_REPOSITORY, Some("v4.20"), Format::Docker, &children)
+        .await?;
+    images.push(catalog.clone());
+    let certified = redhat_pusher
+        .push_image(
+            CERTIFIED_REPOSITORY,
+            Some("v4.20"),
+            &ImageSpec::linux(
+                Format::Oci,
+                "amd64",
+                index_labels,
+                vec![
+                    opm.clone(),
+                    tar_layer(
+                        &[
+                            ("configs/", Vec::new()),
+                            ("configs/certified-thing/", Vec::new()),
+                            (
+                                "configs/certified-thing/index.json",
+                                json_stream(&docs("certified-thing")),
+                            ),
+                        ],
+                        // OCI allows zstd: the catalog reader must recognise it.
+                        Compression::Zstd,
+                    ),
+                ],
+            ),
+        )
+        .await?;
+    images.push(certified.clone());
+    Ok(OcpContent {
+        multi: multi_release.expect("4.20.3 is seeded"),
+        releases,
+        components,
+        cosign,
+        catalog,
+        certified,
+        bundles,
+        images,
+        related,
+        bundle_images,
+    })
+}
+
+/// A bundle's bundle image and operator image (`<package>/<package>-bundle`,
+/// `<package>/<package>-rhel9-operator`), pushed by digest.
+async fn push_bundle(
+    pusher: &Pusher,
+    package: &str,
+    name: &str,
+    base: &Blob,
+) -> Result<(SeededImage, SeededImage)> {
+    let bundle = pusher
+        .push_image(
+            &format!("{package}/{package}-bundle"),
+            None,
+            &ImageSpec::linux(
+                Format::Oci,
+                "amd64",
+                labels(&[("operators.operatorframework.io.bundle.package.v1", package)]),
+                vec![small(
+                    &format!("bundle:{name}"),
+                    "manifests/csv.yaml",
+                    2 << 10,
+                )],
+            ),
+        )
+        .await?;
+    let operator = pusher
+        .push_image(
+            &format!("{package}/{package}-rhel9-operator"),
+            None,
+            &ImageSpec::linux(
+                Format::Docker,
+                "amd64",
+                labels(&[("name", package)]),
+                vec![
+                    base.clone(),
+                    small(&format!("operator:{name}"), "usr/bin/manager", 4 << 10),
+                ],
+            ),
+        )
+        .await?;
+    Ok((bundle, operator))
+}
+
+/// A release's `image-references` and `release-metadata`, and the layer `oc adm release new`
+/// appends with them (plus a few `0000_*` manifests).
+fn release_manifests(
+    version: &str,
+    previous: &[&str],
+    n: usize,
+    tags: &[(String, String)],
+) -> Result<(serde_json::Value, serde_json::Value, Blob)> {
+    let stream = json!({
+        "kind": "ImageStream",
+        "apiVersion": "image.openshift.io/v1",
+        "metadata": {"name": version, "creationTimestamp": "2025-10-14T12:00:00Z"},
+        "spec": {
+            "lookupPolicy": {"local": false},
+            "tags": tags.iter().map(|(name, pullspec)| json!({
+                "name": name,
+                "annotations": {"io.openshift.build.source-location": format!("https://github.com/openshift/{name}")},
+                "from": {"kind": "DockerImage", "name": pullspec},
+                "generation": null,
+                "importPolicy": {},
+                "referencePolicy": {"type": ""}
+            })).collect::<Vec<_>>()
+        },
+        "status": {"dockerImageRepository": ""}
+    });
+    let metadata = json!({
+        "kind": "cincinnati-metadata-v0",
+        "version": version,
+        "previous": previous,
+        "metadata": {"url": format!("https://access.redhat.com/errata/RHSA-2025:{}", 1000 + n)}
+    });
+    let release_layer = tar_layer(
+        &[
+            ("release-manifests/", Vec::new()),
+            ("release-manifests/image-references", serde_json::to_vec_pretty(&stream)?),
+            ("release-manifests/release-metadata", serde_json::to_vec_pretty(&metadata)?),
+            (
+                "release-manifests/0000_00_cluster-version-operator_00_namespace.yaml",
+                b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: openshift-cluster-version\n".to_vec(),
+            ),
+            (
+                "release-manifests/0000_50_console-operator_07_deployment.yaml",
+                b"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: console-operator\n  namespace: openshift-console-operator\n".to_vec(),
+            ),
+            (
+                "release-manifests/0000_90_etcd_servicemonitor.yaml",
+                b"apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: etcd\n".to_vec(),
+            ),
+        ],
+        Compression::Gzip,
+    );
+    Ok((stream, metadata, release_layer))
+}
+
+/// The layer every lab component shares.
+fn base_layer() -> Blob {
+    small("ocp:base", "usr/lib64/libocp-base.so", 48 << 10)
+}
+
+/// The opm binary and IIB database layer every lab index starts with.
+fn opm_layer() -> Blob {
+    tar_layer(
         &[
             ("usr/", Vec::new()),
             ("usr/bin/", Vec::new()),
@@ -633,7 +713,27 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
             ),
         ],
         Compression::Gzip,
-    );
+    )
+}
+
+fn index_labels() -> BTreeMap<String, String> {
+    labels(&[
+        (
+            "operators.operatorframework.io.index.configs.v1",
+            "/configs",
+        ),
+        ("io.openshift.build.component", "redhat-operator-index"),
+    ])
+}
+
+/// The amd64 and arm64 images of `redhat-operator-index` over `defs` (see the module docs).
+fn redhat_index_children(
+    defs: &[BundleDef],
+    related: &BTreeMap<String, Vec<(String, String)>>,
+    bundle_images: &BTreeMap<String, String>,
+) -> Vec<ImageSpec> {
+    let docs = |p: &str| package_docs(p, defs, related, bundle_images);
+    let opm = opm_layer();
     let configs = tar_layer(
         &[
             ("configs/", Vec::new()),
@@ -675,14 +775,8 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
         ],
         Compression::Gzip,
     );
-    let index_labels = labels(&[
-        (
-            "operators.operatorframework.io.index.configs.v1",
-            "/configs",
-        ),
-        ("io.openshift.build.component", "redhat-operator-index"),
-    ]);
-    let children: Vec<ImageSpec> = ["amd64", "arm64"]
+    let index_labels = index_labels();
+    ["amd64", "arm64"]
         .iter()
         .map(|arch| {
             let mut spec = ImageSpec::linux(
@@ -696,48 +790,7 @@ pub async fn seed_ocp(quay: &Target, redhat: &Target) -> Result<OcpContent> {
             }
             spec
         })
-        .collect();
-    let catalog = redhat_pusher
-        .push_index(CATALOG_REPOSITORY, Some("v4.20"), Format::Docker, &children)
-        .await?;
-    images.push(catalog.clone());
-    let certified = redhat_pusher
-        .push_image(
-            CERTIFIED_REPOSITORY,
-            Some("v4.20"),
-            &ImageSpec::linux(
-                Format::Oci,
-                "amd64",
-                index_labels,
-                vec![
-                    opm.clone(),
-                    tar_layer(
-                        &[
-                            ("configs/", Vec::new()),
-                            ("configs/certified-thing/", Vec::new()),
-                            (
-                                "configs/certified-thing/index.json",
-                                json_stream(&docs("certified-thing")),
-                            ),
-                        ],
-                        // OCI allows zstd: the catalog reader must recognise it.
-                        Compression::Zstd,
-                    ),
-                ],
-            ),
-        )
-        .await?;
-    images.push(certified.clone());
-    Ok(OcpContent {
-        multi: multi_release.expect("4.20.3 is seeded"),
-        releases,
-        components,
-        cosign,
-        catalog,
-        certified,
-        bundles,
-        images,
-    })
+        .collect()
 }
 
 impl Lab {
@@ -782,4 +835,247 @@ impl OcpContent {
             .collect();
         json!({"version": 1, "nodes": nodes, "edges": edges, "conditionalEdges": cond}).to_string()
     }
+}
+
+impl OcpContent {
+    /// Re-push `redhat-operator-index:v4.20` under the same tag with one more bundle:
+    /// node-observability-operator v0.4.0, replacing v0.3.0 as the head of `alpha`, with its
+    /// own bundle and operator images and a related image no bundle had (`agent`). Returns
+    /// the new index and the new bundle's images (bundle, manager, agent), by digest.
+    pub async fn push_catalog_update(
+        &mut self,
+        redhat: &Target,
+    ) -> Result<(SeededImage, Vec<String>)> {
+        let pusher = Pusher::new(redhat).await?;
+        let r = &redhat.host;
+        let package = "node-observability-operator";
+        let name = bundle_name(package, "0.4.0");
+        let (bundle, operator) = push_bundle(&pusher, package, &name, &base_layer()).await?;
+        let agent = pusher
+            .push_image(
+                &format!("{package}/node-observability-agent-rhel9"),
+                None,
+                &ImageSpec::linux(
+                    Format::Oci,
+                    "amd64",
+                    labels(&[("name", "node-observability-agent")]),
+                    vec![
+                        base_layer(),
+                        small("operator:agent", "usr/bin/agent", 4 << 10),
+                    ],
+                ),
+            )
+            .await?;
+        let refs = vec![
+            by_digest(&bundle, r),
+            by_digest(&operator, r),
+            by_digest(&agent, r),
+        ];
+        let mut defs = bundle_defs();
+        defs.push(BundleDef {
+            package,
+            version: "0.4.0",
+            channels: vec![(
+                "alpha",
+                Some("node-observability-operator.v0.3.0"),
+                vec![],
+                None,
+            )],
+        });
+        self.related.insert(
+            name.clone(),
+            vec![
+                (String::new(), refs[0].clone()),
+                ("manager".into(), refs[1].clone()),
+                ("agent".into(), refs[2].clone()),
+            ],
+        );
+        self.bundle_images.insert(name.clone(), refs[0].clone());
+        self.bundles
+            .insert(name, (package.to_string(), refs.clone()));
+        let children = redhat_index_children(&defs, &self.related, &self.bundle_images);
+        let index = pusher
+            .push_index(CATALOG_REPOSITORY, Some("v4.20"), Format::Docker, &children)
+            .await?;
+        self.catalog = index.clone();
+        self.images.extend([bundle, operator, agent, index.clone()]);
+        Ok((index, refs))
+    }
+
+    /// Push release `version` (4.20.3's components with its own console) as
+    /// `ocp-release:<version>-x86_64`; [`graph_json`](Self::graph_json) lists it from now on.
+    pub async fn push_release(&mut self, quay: &Target, version: &str) -> Result<SeededImage> {
+        let pusher = Pusher::new(quay).await?;
+        let base = base_layer();
+        let console = pusher
+            .push_image(
+                COMPONENT_REPOSITORY,
+                None,
+                &ImageSpec::linux(
+                    Format::Oci,
+                    "amd64",
+                    labels(&[("io.openshift.build.component", "console")]),
+                    vec![
+                        base.clone(),
+                        small(
+                            &format!("ocp:console@{version}"),
+                            "usr/bin/console",
+                            8 << 10,
+                        ),
+                    ],
+                ),
+            )
+            .await?;
+        let tags: Vec<(String, String)> = self.components["4.20.3"]
+            .iter()
+            .map(|(n, r)| {
+                let r = if n == "console" {
+                    by_digest(&console, &quay.host)
+                } else {
+                    r.clone()
+                };
+                (n.clone(), r)
+            })
+            .collect();
+        let cvo = tags
+            .iter()
+            .find(|(n, _)| n == "cluster-version-operator")
+            .and_then(|(_, r)| r.split_once('@'))
+            .map(|(_, d)| d.to_string())
+            .expect("4.20.3 names its CVO");
+        let previous: Vec<&str> = self.releases.keys().map(String::as_str).collect();
+        let n = previous.len();
+        let (_, _, layer) = release_manifests(version, &previous, n, &tags)?;
+        let cvo_bin = small("ocp:cvo", "usr/bin/cluster-version-operator", 16 << 10);
+        let spec = ImageSpec::linux(
+            Format::Docker,
+            "amd64",
+            labels(&[
+                ("io.openshift.release", version),
+                ("io.openshift.release.base-image-digest", &cvo),
+            ]),
+            vec![base, cvo_bin, layer],
+        );
+        let img = pusher
+            .push_image(
+                RELEASE_REPOSITORY,
+                Some(&format!("{version}-x86_64")),
+                &spec,
+            )
+            .await?;
+        self.components.insert(version.to_string(), tags);
+        self.releases.insert(version.to_string(), img.clone());
+        self.images.extend([console, img.clone()]);
+        Ok(img)
+    }
+}
+
+/// A catalog for selection rules, apart from the main lab catalog.
+#[derive(Debug, Clone)]
+pub struct SelectionCatalog {
+    /// `redhat/selection-operator-index:v1`.
+    pub index: SeededImage,
+    /// Bundle name → its images (bundle image, operator image), by digest.
+    pub bundles: BTreeMap<String, Vec<String>>,
+}
+
+pub const SELECTION_REPOSITORY: &str = "redhat/selection-operator-index";
+
+/// Push `redhat/selection-operator-index:v1`: package `two-channel`, whose default channel
+/// `stable` (1.0.0 → 1.1.0 → 1.2.0) ends elsewhere than `fast` (1.1.0 → 1.2.0 → 2.0.0), and
+/// package `built`, whose channel holds `0.8.4-5`, `0.8.4-5+0.1687199951.p` (replacing it,
+/// as Red Hat's rebuilt bundles do) and `0.8.5-1`.
+pub async fn seed_selection_catalog(redhat: &Target) -> Result<SelectionCatalog> {
+    let pusher = Pusher::new(redhat).await?;
+    let b = |package, version, channels| BundleDef {
+        package,
+        version,
+        channels,
+    };
+    let tc = "two-channel";
+    let defs = vec![
+        b(tc, "1.0.0", vec![("stable", None, vec![], None)]),
+        b(
+            tc,
+            "1.1.0",
+            vec![
+                ("stable", Some("two-channel.v1.0.0"), vec![], None),
+                ("fast", None, vec![], None),
+            ],
+        ),
+        b(
+            tc,
+            "1.2.0",
+            vec![
+                ("stable", Some("two-channel.v1.1.0"), vec![], None),
+                ("fast", Some("two-channel.v1.1.0"), vec![], None),
+            ],
+        ),
+        b(
+            tc,
+            "2.0.0",
+            vec![("fast", Some("two-channel.v1.2.0"), vec![], None)],
+        ),
+        b("built", "0.8.4-5", vec![("stable", None, vec![], None)]),
+        b(
+            "built",
+            "0.8.4-5+0.1687199951.p",
+            vec![("stable", Some("built.v0.8.4-5"), vec![], None)],
+        ),
+        b(
+            "built",
+            "0.8.5-1",
+            vec![(
+                "stable",
+                Some("built.v0.8.4-5+0.1687199951.p"),
+                vec![],
+                None,
+            )],
+        ),
+    ];
+    let base = base_layer();
+    let mut related = BTreeMap::new();
+    let mut bundle_images = BTreeMap::new();
+    let mut bundles = BTreeMap::new();
+    for d in &defs {
+        let name = bundle_name(d.package, d.version);
+        let (bundle, operator) = push_bundle(&pusher, d.package, &name, &base).await?;
+        let (bi, oi) = (
+            by_digest(&bundle, &redhat.host),
+            by_digest(&operator, &redhat.host),
+        );
+        related.insert(
+            name.clone(),
+            vec![
+                (String::new(), bi.clone()),
+                ("manager".to_string(), oi.clone()),
+            ],
+        );
+        bundle_images.insert(name.clone(), bi.clone());
+        bundles.insert(name, vec![bi, oi]);
+    }
+    let docs = |p: &str| json_stream(&package_docs(p, &defs, &related, &bundle_images));
+    let configs = tar_layer(
+        &[
+            ("configs/", Vec::new()),
+            ("configs/two-channel/", Vec::new()),
+            ("configs/two-channel/catalog.json", docs(tc)),
+            ("configs/built/", Vec::new()),
+            ("configs/built/catalog.json", docs("built")),
+        ],
+        Compression::Gzip,
+    );
+    let index = pusher
+        .push_image(
+            SELECTION_REPOSITORY,
+            Some("v1"),
+            &ImageSpec::linux(
+                Format::Oci,
+                "amd64",
+                index_labels(),
+                vec![opm_layer(), configs],
+            ),
+        )
+        .await?;
+    Ok(SelectionCatalog { index, bundles })
 }

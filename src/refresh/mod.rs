@@ -5,10 +5,13 @@
 //! re-checked. The state ([`crate::history`]) says what each reference resolved to last time
 //! and when it was last warmed; only images whose digest changed, that are new, or whose last
 //! warm is older than `--stale-after` are planned (pinned to the digest just seen, so the plan
-//! does not resolve them again) and warmed with the warm executor. A spent rate budget stops
-//! the run cleanly: what was not checked or warmed is listed as deferred and is picked up by
-//! the next run, because nothing about it was recorded as done.
+//! does not resolve them again) and warmed with the warm executor. Releases, channels and
+//! catalogs are re-checked as wholes ([`ocp`]): a HEAD per tag, the graph read again, and only
+//! what moved read and planned. A spent rate budget stops the run cleanly: what was not
+//! checked or warmed is listed as deferred and is picked up by the next run, because nothing
+//! about it was recorded as done.
 
+pub mod ocp;
 pub mod rules;
 
 use std::collections::HashMap;
@@ -73,8 +76,15 @@ pub struct RefreshSection {
     pub dry_run: bool,
     pub stale_after_seconds: u64,
     pub shard: Option<String>,
-    /// Source references in the job.
+    /// Source references in the job (`images`, `image_lists`).
     pub references: usize,
+    /// Releases, channels and catalogs in the job (each re-checked as a whole).
+    #[serde(default)]
+    pub tracked_sources: usize,
+    /// What changed inside them, as printed: `catalog C: package P: old → new`, releases
+    /// entering or leaving a channel's range.
+    #[serde(default)]
+    pub diff: Vec<String>,
     /// Re-resolved upstream (HEAD) this run.
     pub checked: usize,
     /// Not re-checked: pinned by digest, or a tag an immutability rule covers.
@@ -164,23 +174,6 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     }
     let job_run = job_run;
     let cache_host = job.cache()?.host.clone();
-    // Refresh re-checks plain references; OCP sources are expanded by plan/warm. Say so
-    // rather than leave them silently out of a cron run.
-    let expanded: Vec<&str> = [
-        ("releases", !job.releases.is_empty()),
-        ("channels", !job.channels.is_empty()),
-        ("operators", !job.operators.is_empty()),
-        ("isc", job.isc.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, set)| set.then_some(key))
-    .collect();
-    if !expanded.is_empty() {
-        eprintln!(
-            "note: refresh re-checks `images` and `image_lists`; the job's {} are not refreshed (run `prewarm warm` for them)",
-            expanded.join(", ")
-        );
-    }
     let state_path = opts.state.clone().unwrap_or_else(State::default_path);
     let _lock = crate::lock::acquire(&state_path, "refresh")?;
     let state = State::open(&state_path)?;
@@ -266,6 +259,28 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     section.checked = entries.iter().filter(|e| e.checked).count();
     section.skipped = entries.len() - section.checked;
 
+    // 1b. Releases, channels and catalogs: a HEAD per tag; read again only what moved.
+    let ocp = ocp::Ctx {
+        job: &job_run,
+        registries: &registries,
+        state: &state,
+        stale_before,
+    }
+    .check()
+    .await?;
+    section.tracked_sources = ocp.tracked_sources;
+    section.checked += ocp.checked;
+    section.skipped += ocp.skipped;
+    section.changes.extend(ocp.changes);
+    section.diff = ocp.lines;
+    section.deferred.extend(ocp.deferred);
+    failed.extend(ocp.failures);
+    if !opts.dry_run {
+        for t in &ocp.tracked {
+            state.record_tracked(t, false)?;
+        }
+    }
+
     // 2. What changed, what is stale: the plan's sources, pinned to the digest just seen.
     let mut sources = Vec::new();
     let mut key_of: HashMap<String, (String, Digest)> = HashMap::new();
@@ -296,6 +311,7 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
             sources.push((pinned, e.origin.clone()));
         }
     }
+    sources.extend(ocp.sources);
     section.to_warm = sources.len();
     for c in &section.changes {
         match &c.old {
@@ -306,9 +322,13 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     for s in &section.stale {
         println!("stale    {s}");
     }
+    for line in &section.diff {
+        println!("{line}");
+    }
     eprintln!(
-        "refresh: {} references, {} checked upstream, {} skipped (by digest or immutable), {} changed or new, {} stale; {} {}",
+        "refresh: {} references and {} releases/channels/catalogs, {} checked upstream, {} skipped (by digest or immutable), {} changed or new, {} stale; {} {}",
         section.references,
+        section.tracked_sources,
         section.checked,
         section.skipped,
         section.changes.len(),
@@ -319,6 +339,7 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
 
     // 3. Warm exactly those.
     let mut images = Vec::new();
+    let mut warm = std::collections::HashSet::new();
     let mut plan_summary = plan::Plan::default().summary();
     if !opts.dry_run && !sources.is_empty() {
         let mut p = plan::build_from(&job_run, &registries, sources, reporter.as_ref()).await?;
@@ -334,17 +355,23 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
             jobs: job_run.concurrency.max(1),
         };
         let reports = exec::warm::warm(&work, &p).await?;
-        for (image, report) in p.images.iter().zip(&reports) {
-            if shard::is_carrier(image) {
-                continue;
-            }
-            if matches!(report.status, ImageStatus::Warmed | ImageStatus::Cached) {
-                if let Some((key, digest)) = key_of.get(&image.source.to_string()) {
-                    state.warmed_digest(key, digest)?;
-                }
+        crate::history::record_plan(&state, &p, Some(&reports))?;
+        warm.extend(
+            p.images
+                .iter()
+                .zip(&reports)
+                .filter(|(_, r)| matches!(r.status, ImageStatus::Warmed | ImageStatus::Cached))
+                .map(|(i, _)| i.source.clone()),
+        );
+        images = shard::drop_carriers(&p, reports);
+    }
+    // A release or catalog is warm when every image it needed this run is.
+    if !opts.dry_run {
+        for t in &ocp.tracked {
+            if t.images.iter().all(|r| warm.contains(r)) {
+                state.record_tracked(t, true)?;
             }
         }
-        images = shard::drop_carriers(&p, reports);
     }
     // A request refused by a spent budget is left for next time, not a failure.
     let (deferred, kept): (Vec<ImageReport>, Vec<ImageReport>) = images

@@ -5,18 +5,18 @@
 //! and the rest of the filesystem are read past), each streamed to its file, so memory stays
 //! at a few chunks plus what [`fbc`](super::fbc) keeps for selection.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use crate::job::Job;
-use crate::reference::Reference;
+use crate::reference::{Digest, Reference};
 use crate::registry::Registries;
 
 use super::fbc::{self, Catalog};
-use super::{layers, OperatorSpec};
+use super::{layers, OperatorSpec, Tracked, TrackedKind};
 
 pub const CONFIGS_LABEL: &str = "operators.operatorframework.io.index.configs.v1";
 
@@ -25,6 +25,23 @@ pub const CONFIGS_LABEL: &str = "operators.operatorframework.io.index.configs.v1
 pub struct Selection {
     pub references: Vec<(Reference, String)>,
     pub notes: Vec<String>,
+    /// What the catalog tag resolved to (the index's top manifest).
+    pub digest: Option<Digest>,
+    /// Package → its newest kept bundle (by version, then name).
+    pub heads: BTreeMap<String, String>,
+}
+
+impl Selection {
+    /// The catalog as a tracked source, named by `source` as the job writes it.
+    pub fn tracked(&self, source: &Reference) -> Tracked {
+        Tracked {
+            kind: TrackedKind::Catalog,
+            key: Tracked::catalog_key(source),
+            digest: self.digest.clone(),
+            selection: self.heads.clone(),
+            images: self.references.iter().map(|(r, _)| r.clone()).collect(),
+        }
+    }
 }
 
 /// A whiteout found in a layer: `name: None` for an opaque directory.
@@ -96,7 +113,21 @@ pub async fn select(
     let _ = std::fs::remove_dir_all(&work);
     let cat = result?;
     let kept = fbc::select(&cat, op, what)?;
-    let mut out = Selection::default();
+    let mut out = Selection {
+        digest: Some(image.top.clone()),
+        ..Selection::default()
+    };
+    for (pkg, bundle) in &kept {
+        let p = &cat.packages[pkg];
+        let version = |b: &str| p.bundles.get(b).and_then(|b| b.version.clone());
+        let newer = out
+            .heads
+            .get(pkg)
+            .is_none_or(|cur| (version(bundle), bundle) > (version(cur), cur));
+        if newer {
+            out.heads.insert(pkg.clone(), bundle.clone());
+        }
+    }
     let cat_ref = source.with_digest(image.top.clone());
     out.references.push((cat_ref, format!("catalog {source}")));
     for (pkg, bundle) in &kept {

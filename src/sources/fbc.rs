@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::version::{Range, Version};
+use super::version::{Constraint, Version};
 use super::{OperatorSpec, PackageSpec};
 
 #[derive(Debug, Default)]
@@ -447,17 +447,59 @@ pub fn range_matches(range: &[Vec<Comparator>], v: &Version) -> bool {
     range.iter().any(|all| all.iter().all(|c| c.matches(v)))
 }
 
+/// Reject what oc-mirror v2 rejects in a catalog entry before any catalog is read: a bound that
+/// is not a version, package-level `minVersion`/`maxVersion` together with a channel's, and
+/// `full: true` together with any bound. `what` names the entry (`isc.yaml:
+/// mirror.operators[0]`); each error is one line naming the package.
+pub fn validate(op: &OperatorSpec, what: &str) -> Result<()> {
+    for (i, p) in op.packages.iter().enumerate() {
+        let at = format!("{what}.packages[{i}]");
+        let pkg = Constraint::parse(p.min_version.as_deref(), p.max_version.as_deref(), &at)
+            .map_err(|e| anyhow::anyhow!("{e} (package `{}`)", p.name))?;
+        let mut any = pkg.is_some();
+        for (j, c) in p.channels.iter().enumerate() {
+            let cw = format!("{at}.channels[{j}]");
+            let ch = Constraint::parse(c.min_version.as_deref(), c.max_version.as_deref(), &cw)
+                .map_err(|e| anyhow::anyhow!("{e} (package `{}`)", p.name))?;
+            if pkg.is_some() && ch.is_some() {
+                bail!(
+                    "{at}: package `{}`: its minVersion/maxVersion and channel `{}`'s are exclusive (oc-mirror: package.VersionRange and channel.VersionRange are exclusive); set the range on one of them",
+                    p.name,
+                    c.name
+                );
+            }
+            any |= ch.is_some();
+        }
+        if op.full && any {
+            bail!(
+                "{at}: package `{}`: `full: true` cannot be mixed with minVersion/maxVersion (as in oc-mirror); drop one of them",
+                p.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How one channel is filtered.
+enum Filter {
+    /// Its head only.
+    Head,
+    /// Every entry (`full: true`).
+    All,
+    /// The bundles a version range keeps ([`ChannelGraph::in_range`]).
+    Range(Constraint),
+}
+
 fn select_direct(cat: &Catalog, op: &OperatorSpec, what: &str) -> Result<BTreeSet<Kept>> {
+    validate(op, what)?;
     let mut kept = BTreeSet::new();
     if op.packages.is_empty() {
+        let filter = if op.full { Filter::All } else { Filter::Head };
         for pkg in cat.packages.values() {
-            for (ch, entries) in &pkg.channels {
-                let names = if op.full {
-                    entries.iter().map(|e| e.name.clone()).collect()
-                } else {
-                    vec![head(pkg, ch, entries, what)?]
-                };
-                kept.extend(names.into_iter().map(|n| (pkg.name.clone(), n)));
+            for ch in pkg.channels.keys() {
+                for name in filter_channel(pkg, ch, &filter, what)? {
+                    kept.insert((pkg.name.clone(), name));
+                }
             }
         }
         return Ok(kept);
@@ -474,18 +516,20 @@ fn select_direct(cat: &Catalog, op: &OperatorSpec, what: &str) -> Result<BTreeSe
     Ok(kept)
 }
 
+/// oc-mirror v2 (its catalog filter): no channels named → every channel of the package;
+/// a channel without its own range takes the package's; a range that leaves a channel empty
+/// drops it, unless it is the default channel (an error).
 fn select_package(
     pkg: &Package,
     spec: &PackageSpec,
     full: bool,
     what: &str,
 ) -> Result<Vec<String>> {
-    let pkg_range = Range::parse(
-        spec.min_version.as_deref(),
-        spec.max_version.as_deref(),
-        what,
-    )?;
-    let mut chosen: Vec<(String, Range, String)> = Vec::new();
+    let range = |min: &Option<String>, max: &Option<String>, at: &str| {
+        Constraint::parse(min.as_deref(), max.as_deref(), at)
+    };
+    let pkg_range = range(&spec.min_version, &spec.max_version, what)?;
+    let mut chosen: Vec<(String, Option<Constraint>, String)> = Vec::new();
     if spec.channels.is_empty() {
         for ch in pkg.channels.keys() {
             chosen.push((ch.clone(), pkg_range.clone(), what.to_string()));
@@ -501,93 +545,228 @@ fn select_package(
                     pkg.channels.keys().cloned().collect::<Vec<_>>().join(", ")
                 );
             }
-            let r = Range::parse(c.min_version.as_deref(), c.max_version.as_deref(), &cw)?;
-            let r = if r.is_set() { r } else { pkg_range.clone() };
+            let r = range(&c.min_version, &c.max_version, &cw)?.or_else(|| pkg_range.clone());
             chosen.push((c.name.clone(), r, cw));
         }
     }
     let mut out = Vec::new();
     for (ch, range, cw) in chosen {
-        let entries = &pkg.channels[&ch];
-        if full && !range.is_set() {
-            out.extend(entries.iter().map(|e| e.name.clone()));
-        } else if range.is_set() {
-            out.extend(in_range(pkg, entries, &range));
-        } else {
-            out.push(head(pkg, &ch, entries, &cw)?);
+        let filter = match range {
+            Some(r) => Filter::Range(r),
+            None if full => Filter::All,
+            None => Filter::Head,
+        };
+        let names = filter_channel(pkg, &ch, &filter, &cw)?;
+        if names.is_empty() && pkg.default_channel.as_deref() == Some(ch.as_str()) {
+            let Filter::Range(r) = &filter else {
+                unreachable!("only a range empties a channel")
+            };
+            bail!(
+                "{cw}: package `{}`: its default channel `{ch}` keeps no bundle in `{}` (oc-mirror refuses a range that empties the default channel)",
+                pkg.name,
+                r.text
+            );
         }
+        out.extend(names);
     }
     if out.is_empty() {
         bail!(
-            "{what}: no bundle of package `{}` matches (minVersion/maxVersion out of every channel's range?)",
+            "{what}: no bundle of package `{}` is in range in any channel",
             pkg.name
         );
     }
     Ok(out)
 }
 
+/// The entries `filter` keeps from channel `ch` of `pkg`.
+fn filter_channel(pkg: &Package, ch: &str, filter: &Filter, what: &str) -> Result<Vec<String>> {
+    let entries = &pkg.channels[ch];
+    if let Filter::All = filter {
+        return Ok(entries.iter().map(|e| e.name.clone()).collect());
+    }
+    let graph = ChannelGraph::build(entries)
+        .map_err(|e| anyhow::anyhow!("{what}: package `{}` channel `{ch}`: {e}", pkg.name))?;
+    Ok(match filter {
+        Filter::Head => vec![graph.names[graph.head].to_string()],
+        Filter::Range(r) => {
+            let in_channel: HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+            graph
+                .in_range(|n| version_of(pkg, n), r)
+                .into_iter()
+                // A `replaces` naming something outside the channel counts only when the
+                // package has that bundle.
+                .filter(|n| in_channel.contains(n) || pkg.bundles.contains_key(*n))
+                .map(str::to_string)
+                .collect()
+        }
+        Filter::All => unreachable!(),
+    })
+}
+
 fn version_of<'a>(pkg: &'a Package, entry: &str) -> Option<&'a Version> {
     pkg.bundles.get(entry).and_then(|b| b.version.as_ref())
 }
 
-/// The entry nothing in the channel replaces or skips (the highest, should there be several).
-pub fn head(pkg: &Package, channel: &str, entries: &[Entry], what: &str) -> Result<String> {
-    let mut referenced = HashSet::new();
-    for e in entries {
-        if let Some(r) = &e.replaces {
-            referenced.insert(r.as_str());
-        }
-        referenced.extend(e.skips.iter().map(String::as_str));
-    }
-    entries
-        .iter()
-        .filter(|e| !referenced.contains(e.name.as_str()))
-        .max_by(|a, b| version_of(pkg, &a.name).cmp(&version_of(pkg, &b.name)))
-        .map(|e| e.name.clone())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{what}: channel `{channel}` of package `{}` has no head (every entry is replaced or skipped)",
-                pkg.name
-            )
-        })
+/// The head of a channel: the one entry no other entry replaces or skips.
+pub fn head(pkg: &Package, channel: &str, what: &str) -> Result<String> {
+    filter_channel(pkg, channel, &Filter::Head, what).map(|mut v| v.remove(0))
 }
 
-/// Entries whose bundle version is in `range`, plus the replaces chain from the highest of them
-/// down to the lowest, so the kept set stays one upgradeable line.
-fn in_range(pkg: &Package, entries: &[Entry], range: &Range) -> Vec<String> {
-    let mut kept: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| version_of(pkg, &e.name).is_some_and(|v| range.contains(v)))
-        .collect();
-    let Some(top) = kept
-        .iter()
-        .max_by(|a, b| version_of(pkg, &a.name).cmp(&version_of(pkg, &b.name)))
-        .copied()
-    else {
-        return Vec::new();
-    };
-    let lowest = kept
-        .iter()
-        .filter_map(|e| version_of(pkg, &e.name))
-        .min()
-        .cloned();
-    let by_name: BTreeMap<&str, &Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
-    let mut cur = top;
-    let mut steps = 0;
-    while let Some(next) = cur.replaces.as_deref().and_then(|r| by_name.get(r)) {
-        steps += 1;
-        let v = version_of(pkg, &next.name);
-        if steps > entries.len() || lowest.as_ref().is_some_and(|l| v.is_some_and(|v| v < l)) {
-            break;
+/// A channel's upgrade graph as OLM reads it: each entry's `replaces` and `skips` edges
+/// (`skipRange` is not an edge). Names a `replaces`/`skips` mentions that are not entries
+/// become nodes too. Built only when there is exactly one head and no cycle.
+pub struct ChannelGraph<'a> {
+    names: Vec<&'a str>,
+    replaces: Vec<Option<usize>>,
+    skips: Vec<Vec<usize>>,
+    head: usize,
+}
+
+impl<'a> ChannelGraph<'a> {
+    pub fn build(entries: &'a [Entry]) -> std::result::Result<Self, String> {
+        if entries.is_empty() {
+            return Err("channel has no entries".into());
         }
-        kept.push(next);
-        cur = next;
+        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut g = ChannelGraph {
+            names: Vec::new(),
+            replaces: Vec::new(),
+            skips: Vec::new(),
+            head: 0,
+        };
+        let mut node = |g: &mut ChannelGraph<'a>, name: &'a str| -> usize {
+            *index.entry(name).or_insert_with(|| {
+                g.names.push(name);
+                g.replaces.push(None);
+                g.skips.push(Vec::new());
+                g.names.len() - 1
+            })
+        };
+        let mut problems = Vec::new();
+        let mut seen = HashSet::new();
+        for e in entries {
+            if !seen.insert(e.name.as_str()) {
+                problems.push(format!("duplicate channel entry `{}`", e.name));
+                continue;
+            }
+            let me = node(&mut g, &e.name);
+            if let Some(r) = &e.replaces {
+                if *r == e.name {
+                    problems.push(format!("entry `{}` replaces itself", e.name));
+                }
+                g.replaces[me] = Some(node(&mut g, r));
+            }
+            for s in &e.skips {
+                if *s == e.name {
+                    problems.push(format!("entry `{}` skips itself", e.name));
+                }
+                let t = node(&mut g, s);
+                g.skips[me].push(t);
+            }
+        }
+        // Who points at each node (a set: replacing and skipping the same one is one edge).
+        let mut incoming: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); g.names.len()];
+        for n in 0..g.names.len() {
+            for t in g.replaces[n].iter().chain(&g.skips[n]) {
+                incoming[*t].insert(n);
+            }
+        }
+        let heads: Vec<usize> = entries
+            .iter()
+            .map(|e| index[e.name.as_str()])
+            .filter(|n| incoming[*n].is_empty())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        match heads.len() {
+            0 => problems.push("no channel head (every entry is replaced or skipped)".into()),
+            1 => g.head = heads[0],
+            _ => {
+                let mut names: Vec<&str> = heads.iter().map(|h| g.names[*h]).collect();
+                names.sort();
+                problems.push(format!("multiple channel heads: {}", names.join(", ")));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        // Walk from the head, releasing each edge once; what keeps an edge is on a cycle.
+        let mut queue = vec![g.head];
+        while let Some(cur) = queue.pop() {
+            let targets: BTreeSet<usize> = g.replaces[cur]
+                .iter()
+                .chain(&g.skips[cur])
+                .copied()
+                .collect();
+            for t in targets {
+                if incoming[t].remove(&cur) && incoming[t].is_empty() {
+                    queue.push(t);
+                }
+            }
+        }
+        if incoming.iter().any(|i| !i.is_empty()) {
+            return Err("the upgrade graph of the channel has a cycle".into());
+        }
+        Ok(g)
     }
-    let mut seen = HashSet::new();
-    kept.into_iter()
-        .filter(|e| seen.insert(e.name.as_str()))
-        .map(|e| e.name.clone())
-        .collect()
+
+    /// The entries a version range keeps, as oc-mirror v2 keeps them: along the `replaces`
+    /// chain from the head, count for each node the in-range bundles at or below it (itself,
+    /// what it skips, what its `replaces` chain reaches; each bundle counted once, at the
+    /// lowest node that reaches it). The new head is the lowest node with the highest count,
+    /// so the channel head is left out when it is out of range and adds nothing; the tail is
+    /// the first node counting nothing. Kept: every chain node from the new head down to the
+    /// tail (exclusive), in range or not, and what each skips that is in range.
+    pub fn in_range<'v>(
+        &self,
+        version: impl Fn(&str) -> Option<&'v Version>,
+        range: &Constraint,
+    ) -> Vec<&'a str> {
+        let chain: Vec<usize> = {
+            let mut c = vec![self.head];
+            while let Some(next) = self.replaces[*c.last().expect("non-empty")] {
+                c.push(next);
+            }
+            c
+        };
+        let hit = |n: usize| version(self.names[n]).is_some_and(|v| range.matches(v));
+        let mut counted = HashSet::new();
+        let mut counts = vec![0usize; chain.len()];
+        for (pos, &n) in chain.iter().enumerate().rev() {
+            let mut count = counts.get(pos + 1).copied().unwrap_or(0);
+            for t in std::iter::once(n).chain(self.skips[n].iter().copied()) {
+                if hit(t) && counted.insert(t) {
+                    count += 1;
+                }
+            }
+            counts[pos] = count;
+        }
+        let (mut top, mut best) = (0, None);
+        let mut tail = chain.len();
+        for (pos, &count) in counts.iter().enumerate() {
+            if best.is_none_or(|b| count >= b) {
+                top = pos;
+                best = Some(count);
+            }
+            if count == 0 {
+                tail = pos;
+                break;
+            }
+        }
+        let mut kept = Vec::new();
+        let mut seen = HashSet::new();
+        for &n in &chain[top..tail.max(top)] {
+            if seen.insert(n) {
+                kept.push(self.names[n]);
+            }
+            for &s in &self.skips[n] {
+                if hit(s) && seen.insert(s) {
+                    kept.push(self.names[s]);
+                }
+            }
+        }
+        kept
+    }
 }
 
 #[cfg(test)]
@@ -623,10 +802,7 @@ mod tests {
         assert_eq!(cat.packages.len(), 2);
         let ex = &cat.packages["example-operator"];
         assert_eq!(ex.default_channel.as_deref(), Some("stable"));
-        assert_eq!(
-            head(ex, "stable", &ex.channels["stable"], "t").unwrap(),
-            "example-operator.v1.2.0"
-        );
+        assert_eq!(head(ex, "stable", "t").unwrap(), "example-operator.v1.2.0");
         let op = OperatorSpec {
             catalog: "c".into(),
             ..OperatorSpec::default()
@@ -763,6 +939,237 @@ mod tests {
         );
         op.skip_dependencies = true;
         assert_eq!(names(select(&cat, &op, "op").unwrap()), ["a.v1.0.0"]);
+    }
+
+    /// `p`: default channel `stable` (1.0.0 → 1.1.0 → 1.2.0) and `fast` (1.1.0 → 1.2.0 →
+    /// 2.0.0), so the default channel's head (1.2.0) is not the other's (2.0.0). `m`: one
+    /// channel where `0.8.4-5+0.1687199951.p` replaces `0.8.4-5`, then `0.8.5-1`.
+    fn two_channel_catalog() -> Catalog {
+        let mut cat = Catalog::default();
+        let mut add = |pkg: &str, default: &str, channels: &[(&str, &[&str])]| {
+            let mut p = Package {
+                name: pkg.into(),
+                default_channel: Some(default.into()),
+                ..Package::default()
+            };
+            for (ch, versions) in channels {
+                let mut entries = Vec::new();
+                for (i, v) in versions.iter().enumerate() {
+                    let name = format!("{pkg}.v{v}");
+                    entries.push(Entry {
+                        name: name.clone(),
+                        replaces: (i > 0).then(|| format!("{pkg}.v{}", versions[i - 1])),
+                        skips: Vec::new(),
+                        skip_range: None,
+                    });
+                    p.bundles.insert(
+                        name.clone(),
+                        Bundle {
+                            name,
+                            image: format!("r.io/{pkg}@sha256:{}", "b".repeat(64)),
+                            version: Version::parse(v),
+                            related: Vec::new(),
+                            requires: Vec::new(),
+                        },
+                    );
+                }
+                p.channels.insert(ch.to_string(), entries);
+            }
+            cat.packages.insert(pkg.into(), p);
+        };
+        add(
+            "p",
+            "stable",
+            &[
+                ("stable", &["1.0.0", "1.1.0", "1.2.0"]),
+                ("fast", &["1.1.0", "1.2.0", "2.0.0"]),
+            ],
+        );
+        add(
+            "m",
+            "stable",
+            &[("stable", &["0.8.4-5", "0.8.4-5+0.1687199951.p", "0.8.5-1"])],
+        );
+        cat
+    }
+
+    fn pick(
+        cat: &Catalog,
+        pkg: &str,
+        range: (Option<&str>, Option<&str>),
+        channels: &[(&str, Option<&str>, Option<&str>)],
+    ) -> Result<Vec<String>> {
+        let op = OperatorSpec {
+            catalog: "c".into(),
+            skip_dependencies: true,
+            packages: vec![PackageSpec {
+                name: pkg.into(),
+                min_version: range.0.map(Into::into),
+                max_version: range.1.map(Into::into),
+                channels: channels
+                    .iter()
+                    .map(|(n, min, max)| PackageChannelSpec {
+                        name: n.to_string(),
+                        min_version: min.map(Into::into),
+                        max_version: max.map(Into::into),
+                    })
+                    .collect(),
+                ..PackageSpec::default()
+            }],
+            ..OperatorSpec::default()
+        };
+        Ok(select(cat, &op, "isc.yaml: mirror.operators[0]")?
+            .into_iter()
+            .map(|(_, b)| b.rsplit_once(".v").unwrap().1.to_string())
+            .collect())
+    }
+
+    #[test]
+    fn package_ranges_filter_every_channel_and_leave_an_out_of_range_head_out() {
+        let cat = two_channel_catalog();
+        // No range: the head of each channel.
+        assert_eq!(
+            pick(&cat, "p", (None, None), &[]).unwrap(),
+            ["1.2.0", "2.0.0"]
+        );
+        // minVersion: from it up to each channel's head.
+        assert_eq!(
+            pick(&cat, "p", (Some("1.1.0"), None), &[]).unwrap(),
+            ["1.1.0", "1.2.0", "2.0.0"]
+        );
+        // maxVersion: neither head is kept (stable's 1.2.0, fast's 2.0.0 are above it).
+        assert_eq!(
+            pick(&cat, "p", (None, Some("1.1.0")), &[]).unwrap(),
+            ["1.0.0", "1.1.0"]
+        );
+        // A range that empties `fast` drops it; one that empties the default channel is refused.
+        assert_eq!(
+            pick(&cat, "p", (None, Some("1.0.0")), &[]).unwrap(),
+            ["1.0.0"]
+        );
+        let err = pick(&cat, "p", (Some("2.0.0"), None), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("isc.yaml: mirror.operators[0].packages[0]: package `p`: its default channel `stable` keeps no bundle in `>=2.0.0`"),
+            "{err}"
+        );
+        // A named channel without its own range takes the package's.
+        assert_eq!(
+            pick(&cat, "p", (Some("2.0.0"), None), &[("fast", None, None)]).unwrap(),
+            ["2.0.0"]
+        );
+        assert_eq!(
+            pick(&cat, "p", (None, None), &[("fast", None, Some("1.2.0"))]).unwrap(),
+            ["1.1.0", "1.2.0"]
+        );
+    }
+
+    #[test]
+    fn build_metadata_keeps_both_bundles_in_every_case() {
+        let cat = two_channel_catalog();
+        let both = ["0.8.4-5", "0.8.4-5+0.1687199951.p"];
+        for range in [
+            (Some("0.8.4-5"), Some("0.8.4-5")),
+            (None, Some("0.8.4-5")),
+            (None, Some("0.8.4-5+0.1687199951.p")),
+        ] {
+            assert_eq!(pick(&cat, "m", range, &[]).unwrap(), both, "{range:?}");
+        }
+        assert_eq!(
+            pick(&cat, "m", (Some("0.8.4-5"), None), &[]).unwrap(),
+            ["0.8.4-5", "0.8.4-5+0.1687199951.p", "0.8.5-1"]
+        );
+        // The head is the newest entry, whatever the build metadata says.
+        assert_eq!(pick(&cat, "m", (None, None), &[]).unwrap(), ["0.8.5-1"]);
+    }
+
+    #[test]
+    fn exclusive_ranges_and_full_with_a_range_are_refused_naming_the_package() {
+        let cat = two_channel_catalog();
+        let err = pick(
+            &cat,
+            "p",
+            (Some("1.0.0"), None),
+            &[("fast", Some("1.1.0"), None)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err.lines().count(), 1);
+        assert!(
+            err.starts_with("isc.yaml: mirror.operators[0].packages[0]: package `p`: its minVersion/maxVersion and channel `fast`'s are exclusive"),
+            "{err}"
+        );
+        let op = OperatorSpec {
+            catalog: "c".into(),
+            full: true,
+            packages: vec![PackageSpec {
+                name: "p".into(),
+                max_version: Some("1.1.0".into()),
+                ..PackageSpec::default()
+            }],
+            ..OperatorSpec::default()
+        };
+        let err = validate(&op, "job.yaml: operators[1]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("job.yaml: operators[1].packages[0]: package `p`: `full: true` cannot be mixed with minVersion/maxVersion"),
+            "{err}"
+        );
+        let op = OperatorSpec {
+            catalog: "c".into(),
+            packages: vec![PackageSpec {
+                name: "p".into(),
+                min_version: Some("notaversion".into()),
+                ..PackageSpec::default()
+            }],
+            ..OperatorSpec::default()
+        };
+        let err = validate(&op, "isc.yaml: mirror.operators[0]")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "isc.yaml: mirror.operators[0].packages[0].minVersion: `notaversion` is not a semantic version (package `p`)");
+    }
+
+    #[test]
+    fn skipped_entries_keep_their_skipper_and_bad_channels_are_named() {
+        let e = |n: &str, r: Option<&str>, s: &[&str]| Entry {
+            name: n.into(),
+            replaces: r.map(Into::into),
+            skips: s.iter().map(|x| x.to_string()).collect(),
+            skip_range: None,
+        };
+        // 1.2.0 replaces 1.1.0 and skips 1.1.1: a range holding 1.1.0 and 1.1.1 keeps 1.2.0,
+        // the only way to 1.1.1 on the replaces chain.
+        let entries = vec![
+            e("a.1.0.0", None, &[]),
+            e("a.1.1.0", Some("a.1.0.0"), &[]),
+            e("a.1.1.1", Some("a.1.1.0"), &[]),
+            e("a.1.2.0", Some("a.1.1.0"), &["a.1.1.1"]),
+        ];
+        let g = ChannelGraph::build(&entries).unwrap();
+        let versions: BTreeMap<String, Version> = entries
+            .iter()
+            .map(|x| (x.name.clone(), Version::parse(&x.name[2..]).unwrap()))
+            .collect();
+        let r = Constraint::parse(Some("1.1.0"), Some("1.1.1"), "t")
+            .unwrap()
+            .unwrap();
+        let mut kept = g.in_range(|n| versions.get(n), &r);
+        kept.sort();
+        assert_eq!(kept, ["a.1.1.0", "a.1.1.1", "a.1.2.0"]);
+        let two = vec![e("a", None, &[]), e("b", None, &[])];
+        assert_eq!(
+            ChannelGraph::build(&two).err().unwrap(),
+            "multiple channel heads: a, b"
+        );
+        let cycle = vec![
+            e("h", Some("a"), &[]),
+            e("a", Some("b"), &[]),
+            e("b", Some("a"), &[]),
+        ];
+        assert!(ChannelGraph::build(&cycle).err().unwrap().contains("cycle"));
     }
 
     #[test]

@@ -284,13 +284,18 @@ fn read_file(path: &Path) -> Result<Graph> {
 pub struct ForJob {
     pub releases: Vec<(Reference, String)>,
     pub notes: Vec<String>,
+    /// Per channel and architecture, version → payload of what was selected.
+    pub channels: Vec<super::Tracked>,
 }
 
 pub async fn select_for_job(job: &Job) -> Result<ForJob> {
     let mut out = ForJob::default();
     let file = job.path.display().to_string();
     for (i, ch) in job.channels.iter().enumerate() {
-        let what = format!("{file}: channels[{i}]");
+        let what = ch
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("{file}: channels[{i}]"));
         // The name goes into the update service's query string unescaped.
         if ch.name.is_empty()
             || !ch
@@ -307,12 +312,21 @@ pub async fn select_for_job(job: &Job) -> Result<ForJob> {
         for arch in graph_arches(&job.platforms) {
             let (g, source) = load(job, &ch.name, &arch).await?;
             let sel = select(&g, ch, &format!("{what} ({source})"))?;
+            let mut chosen = BTreeMap::new();
             for i in sel.nodes {
                 let n = &g.nodes[i];
                 let r: Reference = n.payload.parse().expect("checked by parse");
+                chosen.insert(n.version.clone(), n.payload.clone());
                 out.releases
                     .push((r, format!("channel {} {arch} {}", ch.name, n.version)));
             }
+            out.channels.push(super::Tracked {
+                kind: super::TrackedKind::Channel,
+                key: super::Tracked::channel_key(&ch.name, &arch),
+                digest: None,
+                selection: chosen,
+                images: Vec::new(),
+            });
             out.notes.extend(sel.risks);
         }
     }

@@ -135,7 +135,11 @@ pub fn merge(job: &mut Job, isc: Isc, path: &Path) -> Result<()> {
                 Platforms::List(list)
             };
         }
-        job.channels.extend(p.channels);
+        job.channels
+            .extend(p.channels.into_iter().enumerate().map(|(i, mut c)| {
+                c.origin = Some(format!("{file}: mirror.platform.channels[{i}]"));
+                c
+            }));
         if let Some(r) = p.release {
             job.releases.push(r);
         }
@@ -146,7 +150,12 @@ pub fn merge(job: &mut Job, isc: Isc, path: &Path) -> Result<()> {
             job.notes.push(format!("{file}: mirror.platform.kubeVirtContainer: KubeVirt container disks are not supported by prewarm and are not planned"));
         }
     }
-    job.operators.extend(m.operators);
+    for (i, mut op) in m.operators.into_iter().enumerate() {
+        let origin = format!("{file}: mirror.operators[{i}]");
+        super::fbc::validate(&op, &origin)?;
+        op.origin = Some(origin);
+        job.operators.push(op);
+    }
     job.images
         .extend(m.additional_images.into_iter().map(|n| n.name));
     job.blocked_images
@@ -160,6 +169,21 @@ pub fn merge(job: &mut Job, isc: Isc, path: &Path) -> Result<()> {
                 count("local")
             ));
         }
+    }
+    Ok(())
+}
+
+/// Name the job's own channel and catalog entries by the job file (merged ISC entries are
+/// named by theirs), and reject the catalog entries oc-mirror rejects.
+fn own_origins(job: &mut Job) -> Result<()> {
+    let file = job.path.display().to_string();
+    for (i, c) in job.channels.iter_mut().enumerate() {
+        c.origin = Some(format!("{file}: channels[{i}]"));
+    }
+    for (i, op) in job.operators.iter_mut().enumerate() {
+        let origin = format!("{file}: operators[{i}]");
+        super::fbc::validate(op, &origin)?;
+        op.origin = Some(origin);
     }
     Ok(())
 }
@@ -179,7 +203,11 @@ pub fn load_job(path: &Path, extra_isc: Option<&Path>) -> Result<Job> {
             merge(&mut job, isc, path)?;
             job
         }
-        _ => Job::load(path)?,
+        _ => {
+            let mut job = Job::load(path)?;
+            own_origins(&mut job)?;
+            job
+        }
     };
     if let Some(own) = job.isc.clone() {
         let p = job.relative(&own);

@@ -16,7 +16,7 @@ pub mod release;
 pub mod signatures;
 pub mod version;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -24,7 +24,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
-use crate::reference::Reference;
+use crate::reference::{Digest, Reference};
 use crate::registry::Registries;
 
 /// A reference that could not be read or resolved; the rest of the plan goes on.
@@ -52,6 +52,9 @@ pub struct ChannelSpec {
     pub full: bool,
     #[serde(default)]
     pub shortest_path: bool,
+    /// Where the entry was written (`isc.yaml: mirror.platform.channels[0]`), for messages.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 /// Where the update graph comes from: the update service (`url`, default the public one), one
@@ -84,6 +87,9 @@ pub struct OperatorSpec {
     pub target_tag: Option<String>,
     #[serde(default)]
     pub skip_dependencies: bool,
+    /// Where the entry was written (`isc.yaml: mirror.operators[0]`), for messages.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -121,10 +127,50 @@ pub struct SignatureConfig {
     pub output: PathBuf,
 }
 
+/// What a tracked source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackedKind {
+    Release,
+    Channel,
+    Catalog,
+}
+
+/// A source a refresh re-checks as a whole — a release payload, an update-graph channel (per
+/// architecture), an operator catalog — with what it resolved to and selected when planned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tracked {
+    pub kind: TrackedKind,
+    /// The state's name for it: `release <ref>`, `channel <name> <arch>`, `catalog <ref>`.
+    pub key: String,
+    /// What its tag resolved to (a release or catalog image); none for a channel.
+    pub digest: Option<Digest>,
+    /// A catalog: package → its newest kept bundle. A channel: version → payload.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selection: BTreeMap<String, String>,
+    /// Every image it contributes (after `blocked_images`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Reference>,
+}
+
+impl Tracked {
+    pub fn release_key(r: &Reference) -> String {
+        format!("release {r}")
+    }
+    pub fn catalog_key(r: &Reference) -> String {
+        format!("catalog {r}")
+    }
+    pub fn channel_key(name: &str, arch: &str) -> String {
+        format!("channel {name} {arch}")
+    }
+}
+
 /// What the sources contributed to a plan.
 #[derive(Debug, Default)]
 pub struct Collected {
     pub references: Vec<(Reference, String)>,
+    /// The releases, channels and catalogs behind them, for the state.
+    pub tracked: Vec<Tracked>,
     /// Sources that could not be read; the plan reports them beside unresolved images.
     pub failures: Vec<PlanFailure>,
     /// Things the user must see: conditional-edge risks, unsupported ISC sections, blocked
@@ -141,6 +187,21 @@ impl Collected {
     }
 }
 
+/// The job's `releases` (and an ISC's `release`), with where each is written.
+pub fn named_releases(job: &Job) -> Result<Vec<(Reference, String)>> {
+    let file = job.path.display().to_string();
+    job.releases
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let r: Reference = s
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{file}: releases[{i}]: {e}"))?;
+            Ok((r, format!("{file}: releases[{i}]")))
+        })
+        .collect()
+}
+
 /// Every reference of the job: its images and image lists, then releases (named and from
 /// channels, each with its components), then operator catalogs; blocked images removed.
 pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
@@ -152,18 +213,12 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
     for (r, origin) in job.references()? {
         out.push(&mut seen, r, origin);
     }
-    let file = job.path.display().to_string();
-    let mut releases: Vec<(Reference, String)> = Vec::new();
-    for (i, s) in job.releases.iter().enumerate() {
-        let r: Reference = s
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{file}: releases[{i}]: {e}"))?;
-        releases.push((r, format!("{file}: releases[{i}]")));
-    }
+    let mut releases = named_releases(job)?;
     if !job.channels.is_empty() {
         let selected = graph::select_for_job(job).await?;
         out.notes.extend(selected.notes);
         releases.extend(selected.releases);
+        out.tracked.extend(selected.channels);
     }
     let mut release_digests = Vec::new();
     // A few at once: a channel can select a dozen releases, each a layer read away.
@@ -176,7 +231,15 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
         match result {
             Ok(payload) => {
                 release_digests.push((r.clone(), payload.digest.clone()));
-                for (reference, o) in payload.references(origin) {
+                let refs = payload.references(origin);
+                out.tracked.push(Tracked {
+                    kind: TrackedKind::Release,
+                    key: Tracked::release_key(r),
+                    digest: Some(payload.digest.clone()),
+                    selection: BTreeMap::new(),
+                    images: refs.iter().map(|(r, _)| r.clone()).collect(),
+                });
+                for (reference, o) in refs {
                     out.push(&mut seen, reference, o);
                 }
             }
@@ -188,9 +251,14 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
         }
     }
     for (i, op) in job.operators.iter().enumerate() {
-        let origin = format!("{file}: operators[{i}]");
+        let origin = op
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("{}: operators[{i}]", job.path.display()));
         match catalog::select(job, registries, op, &origin).await {
             Ok(selected) => {
+                let source: Reference = op.catalog.parse()?;
+                out.tracked.push(selected.tracked(&source));
                 out.notes.extend(selected.notes);
                 for (reference, o) in selected.references {
                     out.push(&mut seen, reference, o);
@@ -214,10 +282,14 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
         }
     }
     blocked::apply(job, &mut out)?;
+    let kept: HashSet<&Reference> = out.references.iter().map(|(r, _)| r).collect();
+    for t in &mut out.tracked {
+        t.images.retain(|r| kept.contains(r));
+    }
     Ok(out)
 }
 
-mod blocked {
+pub(crate) mod blocked {
     //! `blocked_images`: references (or repositories, without tag/digest) never planned.
     use super::*;
 
