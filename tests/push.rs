@@ -7,9 +7,10 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use prewarm::auth::AuthStore;
 use prewarm::job::Endpoint;
 use prewarm::reference::Digest;
-use prewarm::registry::{verified_body, ChunkStream, Pushed, RegistryClient, RetryPolicy, Stats};
+use prewarm::registry::{verified_body, ChunkStream, Policy, Pushed, RegistryClient, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -170,15 +171,15 @@ async fn push_asks_push_scopes_uploads_after_a_202_mount_and_never_completes_wro
         insecure: true,
         ca: None,
     };
-    let retry = RetryPolicy {
+    let retry = Policy {
         attempts: 2,
         base_delay: std::time::Duration::from_millis(5),
-        ..RetryPolicy::default()
+        ..Policy::default()
     };
     let client = RegistryClient::new(
         "peer.example",
         endpoint,
-        None,
+        AuthStore::default(),
         retry,
         Arc::new(Stats::default()),
     )
