@@ -493,10 +493,20 @@ impl RegistryClient {
     pub(crate) async fn attempt(&self, call: &Call<'_>) -> Result<Response, Failure> {
         let resp = self.attempt_with(call, false).await?;
         let replayable = !matches!(call.body, Body::Stream(_));
-        if resp.status() == StatusCode::UNAUTHORIZED && replayable {
+        if resp.status() == StatusCode::UNAUTHORIZED {
             if let (_, Challenge::Bearer { .. }) = self.base().await? {
-                let resp = self.attempt_with(call, true).await?;
-                return self.refused(resp, call.scope).await;
+                if replayable {
+                    let resp = self.attempt_with(call, true).await?;
+                    return self.refused(resp, call.scope).await;
+                }
+                // The stream is spent: forget the refused token, so the push that sends the
+                // blob again (a transient failure) asks for a new one.
+                self.tokens
+                    .lock()
+                    .expect("token lock")
+                    .remove(&call.scope.token_scope());
+                let error = self.refused(resp, call.scope).await.err();
+                return Err(Failure::transient(error.expect("a 401 is refused").error));
             }
         }
         self.refused(resp, call.scope).await
@@ -687,10 +697,6 @@ impl RegistryClient {
         let resp = self.request(&what, call).await?;
         let resp = self.check(resp, &what).await?;
         let media_type = content_type(resp.headers());
-        if presence::is_page(&media_type) {
-            let why = "a page, not a manifest".to_string();
-            return Err(self.not_registry(&what, resp, why).await);
-        }
         let digest = header_digest(resp.headers());
         if let (Some(d), Ok(asked)) = (&digest, key.parse::<Digest>()) {
             if *d != asked {
@@ -812,10 +818,6 @@ impl RegistryClient {
             let resp = self.attempt(&call).await?;
             let resp = self.check(resp, &what).await?;
             let media_type = content_type(resp.headers());
-            if presence::is_page(&media_type) {
-                let why = "a page, not a manifest".to_string();
-                return Err(self.not_registry(&what, resp, why).await.into());
-            }
             let url = resp.url().to_string();
             let status = resp.status().as_u16();
             let body = self.read_body(resp, &what).await?;
@@ -941,10 +943,6 @@ impl RegistryClient {
             };
             let resp = self.attempt(&ranged).await?;
             let resp = self.check(resp, &what).await?;
-            if presence::is_page(&content_type(resp.headers())) {
-                let why = "a page, not a blob".to_string();
-                return Err(self.not_registry(&what, resp, why).await.into());
-            }
             if *received > 0 {
                 if resp.status() == StatusCode::PARTIAL_CONTENT
                     && content_range_start(resp.headers()) == Some(*received)
@@ -999,9 +997,14 @@ impl RegistryClient {
         .await
     }
 
-    /// Turn an unsuccessful answer into an error naming `what`.
+    /// Turn an unsuccessful answer, or a success that is an HTML page, into an error naming
+    /// `what`.
     async fn check(&self, resp: Response, what: &str) -> Result<Response, RegistryError> {
         let status = resp.status();
+        if status.is_success() && presence::is_page(&content_type(resp.headers())) {
+            let why = "a page, not a registry answer".to_string();
+            return Err(self.not_registry(what, resp, why).await);
+        }
         if status.is_success() {
             return Ok(resp);
         }

@@ -38,10 +38,11 @@ pub struct Answer<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotRegistry(pub String);
 
-/// No registry serves a blob, a manifest, a tag list or a catalog as text (HTML, plain):
-/// such an answer comes from something else on the way (a portal, a proxy's error page).
+/// No registry answers an API request with an HTML page: such an answer comes from something
+/// else on the way (a captive portal, a proxy's error or login page).
 pub fn is_page(content_type: &str) -> bool {
-    content_type.to_ascii_lowercase().starts_with("text/")
+    let t = content_type.to_ascii_lowercase();
+    t.starts_with("text/html") || t.starts_with("application/xhtml")
 }
 
 /// Presence of `asked` by a HEAD or GET answer, with the size the caller expects if it knows it.

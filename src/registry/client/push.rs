@@ -143,10 +143,6 @@ impl RegistryClient {
         };
         let resp = self.request(&what, call).await?;
         let resp = self.check(resp, &what).await?;
-        if super::presence::is_page(&super::content_type(resp.headers())) {
-            let why = "a page, not a blob".to_string();
-            return Err(self.not_registry(&what, resp, why).await);
-        }
         if offset > 0 {
             if resp.status() != StatusCode::PARTIAL_CONTENT
                 || super::content_range_start(resp.headers()) != Some(offset)
@@ -386,10 +382,6 @@ impl RegistryClient {
         what: &str,
         resp: Response,
     ) -> Result<(T, Option<String>), RegistryError> {
-        if super::presence::is_page(&super::content_type(resp.headers())) {
-            let why = "a page, not a JSON listing".to_string();
-            return Err(self.not_registry(what, resp, why).await);
-        }
         let next = next_link(resp.headers());
         let url = resp.url().to_string();
         let status = resp.status().as_u16();
