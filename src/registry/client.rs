@@ -22,8 +22,10 @@
 //! Why not oci-client's `Client`: prewarm needs Retry-After, Range resume of a partly read
 //! blob, token renewal on a 401 mid-run, per-repository credentials, request budgets, streamed
 //! uploads verified while they stream and per-request accounting, none of which oci-client
-//! exposes; the protocol itself is small. oci-client is used where it serves: the lab's seeder
-//! (`crate::lab::seed`) pushes test content with it.
+//! exposes; the protocol itself is small. What it would bring that prewarm needs is taken from
+//! the same source: oci-client parses `WWW-Authenticate` with the `http-auth` crate, as this
+//! module does. oci-client is used where it serves: the lab's seeder (`seed` in the lab) pushes
+//! test content with it.
 
 use std::collections::HashMap;
 use std::future::Future;

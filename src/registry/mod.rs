@@ -3,8 +3,8 @@
 //! a run — the sources read and the destinations written alike, so every request of a run
 //! has the same retries, timeout, budget and auth (see `client` for the one request path).
 //!
-//! oci-client (named in the design) is not the transport: see `client` for why. The lab's
-//! seeder uses it to push test content.
+//! oci-client (named in the design) is not the transport: see `client` for why and where it
+//! is used.
 
 pub mod budget;
 pub mod client;
