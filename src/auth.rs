@@ -3,8 +3,11 @@
 //! shape).
 //!
 //! Lookup order matches podman/skopeo: `--authfile`, `REGISTRY_AUTH_FILE`,
-//! `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.docker/config.json`. Secrets never leave this
-//! module in printable form: [`Credentials`] redacts itself in `Debug`.
+//! `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.docker/config.json`. Keys are `host`,
+//! `host/namespace` or `host/namespace/repo` (containers-auth.json(5)); the transport asks per
+//! repository and the most specific matching key wins, so one pull secret can hold different
+//! robots for different orgs of one registry. Secrets never leave this module in printable
+//! form: [`Credentials`] redacts itself in `Debug`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -120,8 +123,8 @@ impl AuthStore {
         })
     }
 
-    /// Credentials for `host` (a `host[:port]`); also tries a namespaced key such as
-    /// `quay.io/openshift-release-dev` when a repository is given, most specific first.
+    /// Credentials for `repository` of `host` (a `host[:port]`): the most specific key of
+    /// `host/namespace/…/repo`, …, `host/namespace`, `host` that the file has.
     pub fn get(&self, host: &str, repository: Option<&str>) -> Option<&Credentials> {
         if let Some(repo) = repository {
             let mut path = format!("{host}/{repo}");
@@ -198,6 +201,17 @@ mod tests {
             "c"
         );
         assert_eq!(store.get("quay.io", Some("other/x")).unwrap().username, "a");
+        // A repository key beats its namespace's, which beats the host's; a key only matches
+        // whole path segments.
+        let mut store = store;
+        store.insert(
+            "quay.io/openshift-release-dev/ocp-release",
+            Credentials::from_auth_field(&b64("d:4")).unwrap(),
+        );
+        let user = |repo: &str| store.get("quay.io", Some(repo)).unwrap().username.clone();
+        assert_eq!(user("openshift-release-dev/ocp-release"), "d");
+        assert_eq!(user("openshift-release-dev/ocp-v4.0-art-dev"), "c");
+        assert_eq!(user("openshift-release-dev-x/y"), "a");
     }
 
     #[test]

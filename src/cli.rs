@@ -37,9 +37,14 @@ pub struct Global {
     /// Attempts per request before an error is final (connection errors, 5xx, 429).
     #[arg(long, global = true, default_value_t = 5, value_name = "N")]
     pub retries: u32,
-    /// Seconds a response may send nothing before it is abandoned and retried.
+    /// Seconds a request may make no progress (no response headers while no upload bytes
+    /// are taken; no body bytes while reading) before it is abandoned and retried.
     #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,
+    /// Longest Retry-After (seconds) waited before a retry; a registry asking for longer is
+    /// waited this long, and the log says so.
+    #[arg(long, global = true, default_value_t = 300, value_name = "SECS")]
+    pub retry_after_cap: u64,
 }
 
 #[derive(Debug, Subcommand)]

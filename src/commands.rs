@@ -13,7 +13,7 @@ use crate::exec::{self, Work};
 use crate::job::{Job, ResolveVia};
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
-use crate::registry::{Registries, RetryPolicy};
+use crate::registry::{Policy, Registries, TransportConfig};
 use crate::report::{Header, RunReport};
 use crate::state::{self, State};
 
@@ -34,13 +34,19 @@ pub(crate) fn load(
     }
     let job = Arc::new(job);
     let auth = AuthStore::discover(global.authfile.as_deref())?;
-    let retry = RetryPolicy {
-        attempts: global.retries.max(1),
-        read_timeout: std::time::Duration::from_secs(global.timeout.max(1)),
-        ..RetryPolicy::default()
-    };
-    let registries = Registries::new(job.clone(), auth, retry);
+    let registries = Registries::new(TransportConfig::from_job(&job, auth, policy(global)));
     Ok((job, registries))
+}
+
+/// The transport policy of `--retries`, `--timeout` and `--retry-after-cap`, for every
+/// client of every command.
+pub(crate) fn policy(global: &Global) -> Policy {
+    Policy {
+        attempts: global.retries.max(1),
+        timeout: std::time::Duration::from_secs(global.timeout.max(1)),
+        retry_after_cap: std::time::Duration::from_secs(global.retry_after_cap),
+        ..Policy::default()
+    }
 }
 
 pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {

@@ -6,10 +6,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use bytes::Bytes;
+use prewarm::auth::{AuthStore, Credentials};
 use prewarm::job::Endpoint;
 use prewarm::reference::Digest;
-use prewarm::registry::{verified_body, ChunkStream, Pushed, RegistryClient, RetryPolicy, Stats};
+use prewarm::registry::{verified_body, ChunkStream, Policy, Pushed, RegistryClient, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -19,6 +21,8 @@ struct Peer {
     requests: Mutex<Vec<String>>,
     /// `scope` parameters of each token request.
     scopes: Mutex<Vec<Vec<String>>>,
+    /// The user each token request authenticated as (Basic), with its scopes.
+    token_users: Mutex<Vec<(Vec<String>, String)>>,
     /// Bodies of completed blob PUTs.
     uploaded: Mutex<Vec<Vec<u8>>>,
     /// Manifest PUTs: (path, content type, body).
@@ -98,6 +102,21 @@ async fn serve(peer: Arc<Peer>, listener: TcpListener) {
                         .lock()
                         .unwrap()
                         .push(query_values(&path, "scope"));
+                    let user = auth
+                        .strip_prefix("Basic ")
+                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                        .map(|b| {
+                            String::from_utf8_lossy(&b)
+                                .split(':')
+                                .next()
+                                .unwrap_or("")
+                                .to_string()
+                        })
+                        .unwrap_or_default();
+                    peer.token_users
+                        .lock()
+                        .unwrap()
+                        .push((query_values(&path, "scope"), user));
                     let body = r#"{"token":"tok","expires_in":300}"#;
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
@@ -170,15 +189,23 @@ async fn push_asks_push_scopes_uploads_after_a_202_mount_and_never_completes_wro
         insecure: true,
         ca: None,
     };
-    let retry = RetryPolicy {
+    let retry = Policy {
         attempts: 2,
         base_delay: std::time::Duration::from_millis(5),
-        ..RetryPolicy::default()
+        ..Policy::default()
     };
+    // Per-repository credentials: `peer.example/dst` for dst/…, the host's for the rest.
+    let mut auth = AuthStore::default();
+    let user = |name: &str| Credentials {
+        username: name.into(),
+        password: "pw".into(),
+    };
+    auth.insert("peer.example", user("host-user"));
+    auth.insert("peer.example/dst", user("dst-user"));
     let client = RegistryClient::new(
         "peer.example",
         endpoint,
-        None,
+        auth,
         retry,
         Arc::new(Stats::default()),
     )
@@ -211,6 +238,29 @@ async fn push_asks_push_scopes_uploads_after_a_202_mount_and_never_completes_wro
             .any(|s| s.contains(&"repository:dst/app:pull,push".to_string())
                 && s.contains(&"repository:src/app:pull".to_string())),
         "the mount asks push on dst and pull on src: {scopes:?}"
+    );
+    // Tokens are asked with the credentials of the repository they are for.
+    assert!(!client
+        .head_blob("other/x", &digest, Some(blob.len() as u64))
+        .await
+        .unwrap()
+        .is_present());
+    let users = peer.token_users.lock().unwrap().clone();
+    let user_for = |scope: &str| {
+        users
+            .iter()
+            .find(|(s, _)| s.contains(&scope.to_string()))
+            .map(|(_, u)| u.clone())
+    };
+    assert_eq!(
+        user_for("repository:dst/app:pull,push").as_deref(),
+        Some("dst-user"),
+        "{users:?}"
+    );
+    assert_eq!(
+        user_for("repository:other/x:pull").as_deref(),
+        Some("host-user"),
+        "{users:?}"
     );
     let requests = peer.requests.lock().unwrap().clone();
     assert!(

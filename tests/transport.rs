@@ -6,9 +6,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use prewarm::auth::AuthStore;
 use prewarm::job::Endpoint;
 use prewarm::reference::Digest;
-use prewarm::registry::{BlobSink, RegistryClient, RetryPolicy, Stats};
+use prewarm::registry::{BlobSink, Policy, RegistryClient, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -142,12 +143,19 @@ async fn broken_body_resumes_with_range_and_expired_token_is_renewed() {
         insecure: true,
         ca: None,
     };
-    let retry = RetryPolicy {
+    let retry = Policy {
         attempts: 5,
         base_delay: std::time::Duration::from_millis(10),
-        ..RetryPolicy::default()
+        ..Policy::default()
     };
-    let client = RegistryClient::new("peer.example", endpoint, None, retry, stats.clone()).unwrap();
+    let client = RegistryClient::new(
+        "peer.example",
+        endpoint,
+        AuthStore::default(),
+        retry,
+        stats.clone(),
+    )
+    .unwrap();
     let mut sink = Collect(Vec::new());
     let n = client
         .fetch_blob("team/app", &digest, &mut sink, &|_| {})

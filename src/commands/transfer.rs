@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::{load, EXIT_INCOMPLETE};
+use super::{load, policy, EXIT_INCOMPLETE};
 use crate::auth::AuthStore;
 use crate::bundle::inventory::Inventory;
 use crate::bundle::{segments, BundleManifest};
@@ -17,16 +17,9 @@ use crate::exec::{self, Work};
 use crate::job::Job;
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
-use crate::registry::{Registries, RetryPolicy, Stats};
+use crate::registry::{Registries, Stats, TransportConfig};
 use crate::report::{Header, ImageReport, RunReport};
 use crate::state;
-
-fn retry(global: &Global) -> RetryPolicy {
-    RetryPolicy {
-        attempts: global.retries.max(1),
-        ..RetryPolicy::default()
-    }
-}
 
 /// Plan a job for copying or exporting: every child of every index included.
 async fn plan_for_transfer(
@@ -110,15 +103,15 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
     let (job, registries) = load(&args.job, global, args.resolve, None)?;
     let mut dest = Destination::parse(&args.destination.to)?;
     dest.orgs = job.cache.clone();
-    let auth = AuthStore::discover(global.authfile.as_deref())?;
-    let target = dest.client(
-        Some(&job),
-        &auth,
-        args.destination.to_ca.clone(),
-        args.destination.to_insecure,
-        retry(global),
-        registries.stats.clone(),
-    )?;
+    let registries = registries.with_endpoint(
+        &dest.host,
+        dest.endpoint(
+            Some(&job),
+            args.destination.to_ca.clone(),
+            args.destination.to_insecure,
+        ),
+    );
+    let target = registries.client(&dest.host)?;
     let reporter = progress::for_run(global.quiet);
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
     let work = Work {
@@ -201,16 +194,17 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
     let dest = Destination::parse(&args.destination.to)?;
     let bundle = BundleManifest::load(&args.dir)?;
     let auth = AuthStore::discover(global.authfile.as_deref())?;
-    let job = Arc::new(empty_job()?);
-    let registries = Registries::new(job.clone(), auth.clone(), retry(global));
-    let target = dest.client(
+    let endpoint = dest.endpoint(
         None,
-        &auth,
         args.destination.to_ca.clone(),
         args.destination.to_insecure,
-        retry(global),
-        registries.stats.clone(),
-    )?;
+    );
+    let registries = Registries::new(
+        TransportConfig::new(auth, policy(global)).with_endpoint(&dest.host, endpoint),
+    );
+    let target = registries.client(&dest.host)?;
+    // The executors take a job; an import has none.
+    let job = Arc::new(empty_job()?);
     let reporter = progress::for_run(global.quiet);
     let work = Work {
         job: &job,
@@ -243,14 +237,13 @@ pub async fn inventory(args: &InventoryArgs, global: &Global) -> Result<i32> {
         Some(p) => Some(Job::load(p)?),
         None => None,
     };
-    let client = dest.client(
-        job.as_ref(),
-        &auth,
-        args.ca.clone(),
-        args.insecure,
-        retry(global),
-        Arc::new(Stats::default()),
-    )?;
+    let config = match &job {
+        Some(j) => TransportConfig::from_job(j, auth, policy(global)),
+        None => TransportConfig::new(auth, policy(global)),
+    };
+    let endpoint = dest.endpoint(job.as_ref(), args.ca.clone(), args.insecure);
+    let registries = Registries::new(config.with_endpoint(&dest.host, endpoint));
+    let client = registries.client(&dest.host)?;
     let mut repos = args.repos.clone();
     let mut roots = Vec::new();
     if let Some(job) = &job {

@@ -207,7 +207,8 @@ async fn source_body(
     Ok(verified_body(item.digest.clone(), item.size, stream, None).0)
 }
 
-/// Upload one blob into its first repository, retrying a broken stream a few times.
+/// Upload one blob into its first repository (a broken upload is pushed again by the
+/// transport, under `--retries`).
 async fn copy_blob(
     work: &Work<'_>,
     plan: &Plan,
@@ -215,25 +216,11 @@ async fn copy_blob(
     item: &PushItem,
 ) -> Result<Pushed, RegistryError> {
     let source = &plan.images[item.source_image].source;
-    let mut attempt = 0;
-    loop {
-        let result = target
-            .push_blob(&item.repository, &item.digest, item.size, None, || {
-                source_body(work, source, item)
-            })
-            .await;
-        match result {
-            Err(RegistryError::Unauthorized { .. } | RegistryError::NotFound { .. }) => {
-                return result
-            }
-            Err(e) if attempt + 1 < 3 => {
-                tracing::debug!("{e}; pushing {} again", item.digest);
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
-            }
-            other => return other,
-        }
-    }
+    target
+        .push_blob(&item.repository, &item.digest, item.size, None, || {
+            source_body(work, source, item)
+        })
+        .await
 }
 
 /// Manifests of every image whose blobs all arrived: children then the top, by digest; then

@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::auth::AuthStore;
 use crate::job::{default_org, CacheConfig, Endpoint, Job};
 use crate::plan::{Plan, PlannedBlob, PlannedManifest};
 use crate::reference::{Digest, Reference};
 use crate::registry::manifest::{is_index, Manifest};
-use crate::registry::{RegistryClient, RetryPolicy, Stats};
+use crate::registry::RegistryClient;
 
 /// `REGISTRY[/PREFIX]` as given to `--to`, with how to reach the registry.
 #[derive(Debug, Clone)]
@@ -63,17 +62,10 @@ impl Destination {
         }
     }
 
-    /// A client for the destination: its address and TLS from the job when the job names the
-    /// host, else `--to-ca` / `--to-insecure`; credentials from the auth file.
-    pub fn client(
-        &self,
-        job: Option<&Job>,
-        auth: &AuthStore,
-        ca: Option<PathBuf>,
-        insecure: bool,
-        retry: RetryPolicy,
-        stats: Arc<Stats>,
-    ) -> Result<Arc<RegistryClient>> {
+    /// How the destination is reached: its address and TLS from the job when the job names
+    /// the host, else `--to-ca` / `--to-insecure` (credentials come from the auth file, by
+    /// the transport).
+    pub fn endpoint(&self, job: Option<&Job>, ca: Option<PathBuf>, insecure: bool) -> Endpoint {
         let mut endpoint = match job {
             Some(j) => j.endpoint(&self.host),
             None => Endpoint {
@@ -86,17 +78,7 @@ impl Destination {
             endpoint.ca = ca;
         }
         endpoint.insecure |= insecure;
-        let credentials = auth
-            .get(&self.host, None)
-            .or_else(|| auth.get(&endpoint.address, None))
-            .cloned();
-        Ok(Arc::new(RegistryClient::new(
-            &self.host,
-            endpoint,
-            credentials,
-            retry,
-            stats,
-        )?))
+        endpoint
     }
 }
 

@@ -468,7 +468,7 @@ async fn export_blob(
             Err(e) => Ok(BlobResult::Unavailable(e.to_string())),
         };
     }
-    let attempts = 5;
+    let attempts = work.registries.config().policy.attempts.max(1);
     let mut hasher = Sha256::new();
     let mut sent: u64 = 0;
     let mut begun = false;

@@ -30,7 +30,9 @@ use crate::bundle::segments::{self, SegmentReader};
 use crate::bundle::BundleManifest;
 use crate::plan::{Plan, PlannedBlob, PlannedImage};
 use crate::reference::{Digest, Reference};
-use crate::registry::{verified_body, ChunkStream, Pushed, RegistryClient, RegistryError};
+use crate::registry::{
+    verified_body, ChunkStream, Presence, Pushed, RegistryClient, RegistryError,
+};
 use crate::report::{ImageReport, ImageStatus};
 
 /// Largest manifest accepted from a bundle (distribution's own limit is 4 MiB).
@@ -261,8 +263,10 @@ pub async fn import(
         // interruption skips its finished blobs here.
         let held: BTreeSet<Digest> = futures::stream::iter(by_digest.values())
             .map(|item| async move {
-                let there = target.head_blob(&item.repository, &item.digest).await;
-                (item.digest.clone(), matches!(there, Ok(Some(_))))
+                let there = target
+                    .head_blob(&item.repository, &item.digest, Some(item.size))
+                    .await;
+                (item.digest.clone(), matches!(there, Ok(Presence::Present)))
             })
             .buffer_unordered(work.jobs)
             .filter_map(|(d, there)| async move { there.then_some(d) })
@@ -428,8 +432,11 @@ pub async fn import(
             }
             // Left out because the far site holds it: it must be there.
             let repository = dest.repository(&plan_ref.images[i].source);
-            match target.head_manifest(&repository, digest.as_str()).await {
-                Ok(_) => Ok(None),
+            match target.manifest_presence(&repository, &digest, None).await {
+                Ok(Presence::Present) => Ok(None),
+                Ok(Presence::Absent) => Err(format!(
+                    "manifest `{digest}` left out of the bundle is not at the destination"
+                )),
                 Err(e) => Err(format!(
                     "manifest `{digest}` left out of the bundle is not at the destination: {e}"
                 )),

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use super::warm::blob_rounds;
 use super::{ImageOutcomes, Work};
 use crate::plan::Plan;
-use crate::registry::RegistryError;
+use crate::registry::{Presence, RegistryError};
 use crate::report::{ImageReport, ImageStatus};
 
 pub async fn verify(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
@@ -28,9 +28,9 @@ pub async fn verify(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
             async move {
                 let repo = super::cache_repository(cache, &image.source);
                 for digest in &image.manifests {
-                    match client.head_manifest(&repo, digest.as_str()).await {
-                        Ok(_) => {}
-                        Err(RegistryError::NotFound { .. }) => {
+                    match client.manifest_presence(&repo, digest, None).await {
+                        Ok(Presence::Present) => {}
+                        Ok(Presence::Absent) | Err(RegistryError::NotFound { .. }) => {
                             outcomes.missing(i, format!("manifest {digest}"))
                         }
                         Err(e) => outcomes.fail(i, e.to_string()),
@@ -49,16 +49,22 @@ pub async fn verify(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
             let client = &client;
             let outcomes = &outcomes;
             async move {
-                let result = client.head_blob(&item.repository, &item.digest).await;
+                let result = client
+                    .head_blob(&item.repository, &item.digest, Some(item.size))
+                    .await;
                 for &i in &item.images {
                     match &result {
-                        Ok(Some(_)) => {}
-                        Ok(None) => outcomes.missing(i, format!("blob {}", item.digest)),
+                        Ok(Presence::Present) => {}
+                        Ok(Presence::Absent) => {
+                            outcomes.missing(i, format!("blob {}", item.digest))
+                        }
                         Err(e) => outcomes.fail(i, e.to_string()),
                     }
                 }
-                work.reporter
-                    .item_done(&item.digest.short(), matches!(result, Ok(Some(_))));
+                work.reporter.item_done(
+                    &item.digest.short(),
+                    matches!(result, Ok(Presence::Present)),
+                );
             }
         })
         .await;

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use super::{cache_repository, ImageOutcomes, Work};
 use crate::plan::Plan;
 use crate::reference::Digest;
-use crate::registry::Discard;
+use crate::registry::{Discard, Presence};
 use crate::report::{ImageReport, ImageStatus};
 
 /// How long a digest rests between its pairs (see `blob_rounds`).
@@ -127,8 +127,15 @@ pub async fn warm(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
             let finished = &finished;
             async move {
                 wait_turn(finished, &item.digest, round).await;
-                let result =
-                    warm_blob(work, client, cache_host, &item.repository, &item.digest).await;
+                let result = warm_blob(
+                    work,
+                    client,
+                    cache_host,
+                    &item.repository,
+                    &item.digest,
+                    item.size,
+                )
+                .await;
                 {
                     let mut f = finished.lock().expect("finished lock");
                     let entry = f.entry(item.digest.clone()).or_insert((0, Instant::now()));
@@ -168,15 +175,16 @@ async fn warm_blob(
     cache_host: &str,
     repository: &str,
     digest: &Digest,
+    size: u64,
 ) -> BlobResult {
     if let Some(state) = work.state {
         if state
             .is_warm(cache_host, repository, digest)
             .unwrap_or(false)
         {
-            match client.head_blob(repository, digest).await {
-                Ok(Some(_)) => return BlobResult::AlreadyCached,
-                Ok(None) => {
+            match client.head_blob(repository, digest, Some(size)).await {
+                Ok(Presence::Present) => return BlobResult::AlreadyCached,
+                Ok(Presence::Absent) => {
                     let _ = state.forget_warm(cache_host, repository, digest);
                 }
                 Err(e) => return BlobResult::Failed(e.to_string()),

@@ -1,32 +1,55 @@
 //! One registry endpoint spoken to over the distribution HTTP API: the transport every
-//! executor uses.
+//! command uses, for source and destination registries alike.
 //!
-//! It owns what is particular to a registry: the scheme (TLS verified unless the job says
-//! `insecure`), the auth challenge (anonymous, Basic, or Bearer tokens fetched per repository
-//! scope and renewed when they expire or the registry answers 401 mid-run), and retries
-//! (connection errors, 5xx and 429 with Retry-After, exponential backoff). Blob reads are
-//! streamed, sha256-verified and resumed with Range requests after a broken connection.
+//! Every request — manifest and blob reads, HEADs, upload start and PUT, mounts, manifest
+//! PUTs, tag lists, the catalog, token requests — goes through one path, [`RegistryClient::attempt`]
+//! run by [`RegistryClient::retrying`]:
 //!
-//! Why not oci-client's `Client` directly: prewarm needs Retry-After, Range resume of a
-//! partly read blob, token renewal on a 401 and per-request accounting, none of which it
-//! exposes; the protocol itself is small.
+//! - the rate budget of the registry is acquired (and its `RateLimit-Remaining` read back);
+//! - the Authorization the request's [`Scope`] needs is added: Basic, or a Bearer token for
+//!   that repository and action, fetched with the credentials the auth file has for that
+//!   repository (most specific key wins, see `crate::auth`), cached until shortly before it
+//!   expires, renewed once when the registry answers 401;
+//! - the request is abandoned when it makes no progress for the policy's timeout (no headers
+//!   while no body bytes are being sent; no body bytes while reading);
+//! - connection errors, stalls, 5xx and 429 are retried with exponential backoff (the
+//!   `backon` crate), honouring Retry-After up to the policy's cap.
+//!
+//! A streamed upload body cannot be replayed, so a failed blob PUT is retried by
+//! [`RegistryClient::push_blob`], which opens a new upload session and asks its caller for the
+//! body again — under the same policy and the same backoff.
+//!
+//! Why not oci-client's `Client`: prewarm needs Retry-After, Range resume of a partly read
+//! blob, token renewal on a 401 mid-run, per-repository credentials, request budgets, streamed
+//! uploads verified while they stream and per-request accounting, none of which oci-client
+//! exposes; the protocol itself is small. What it would bring that prewarm needs is taken from
+//! the same source: oci-client parses `WWW-Authenticate` with the `http-auth` crate, as this
+//! module does. oci-client is used where it serves: the lab's seeder (`seed` in the lab) pushes
+//! test content with it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::Retryable as _;
 use base64::Engine as _;
+use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT as ACCEPT_HEADER, AUTHORIZATION, CONTENT_TYPE, RANGE,
+    HeaderMap, HeaderValue, ACCEPT as ACCEPT_HEADER, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
+    RANGE,
 };
 use reqwest::{Method, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
+use super::budget::Budget;
+use super::config::Policy;
 use super::manifest::ACCEPT;
-use crate::auth::Credentials;
+use super::presence::{self, Answer, NotRegistry, Presence};
+use crate::auth::{AuthStore, Credentials};
 use crate::job::Endpoint;
 use crate::reference::Digest;
 
@@ -40,33 +63,6 @@ pub struct Stats {
     pub retries: AtomicU64,
     pub resumed: AtomicU64,
     pub bytes: AtomicU64,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-    /// A response that sends nothing for this long is abandoned and retried (a stalled link).
-    pub read_timeout: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn delay(&self, attempt: u32) -> Duration {
-        let d = self.base_delay.saturating_mul(1u32 << attempt.min(16));
-        d.min(self.max_delay)
-    }
 }
 
 /// What went wrong talking to a registry, in words that name the object.
@@ -100,11 +96,23 @@ pub enum RegistryError {
         status: u16,
         detail: String,
     },
+    /// An answer that is not a registry's: an HTML page, a wrong digest, no digest and a
+    /// wrong size, a tag list that is not JSON.
+    #[error("{what}: `{url}` did not answer as a registry: {why} (HTTP {status}, Content-Type `{content_type}`, {body})")]
+    NotRegistry {
+        what: String,
+        url: String,
+        why: String,
+        status: u16,
+        content_type: String,
+        /// `body starts "…"` or `no body` (a HEAD).
+        body: String,
+    },
     #[error("rate budget for registry `{host}` spent: {reason}")]
     BudgetSpent { host: String, reason: String },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Challenge {
     None,
     Basic,
@@ -112,6 +120,89 @@ enum Challenge {
         realm: String,
         service: Option<String>,
     },
+}
+
+/// What a request may do, for its token scope and the credentials it is sent with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope<'a> {
+    Pull(&'a str),
+    /// Push into `repository`, plus pull on `from` (a mount's source repository).
+    Push {
+        repository: &'a str,
+        from: Option<&'a str>,
+    },
+    Catalog,
+}
+
+impl Scope<'_> {
+    fn repository(&self) -> Option<&str> {
+        match self {
+            Scope::Pull(r) | Scope::Push { repository: r, .. } => Some(r),
+            Scope::Catalog => None,
+        }
+    }
+
+    /// Bearer scopes, space-separated (each becomes one `scope` parameter).
+    fn token_scope(&self) -> String {
+        match self {
+            Scope::Pull(r) => format!("repository:{r}:pull"),
+            Scope::Push { repository, from } => {
+                let mut s = format!("repository:{repository}:pull,push");
+                if let Some(from) = from.filter(|f| f != repository) {
+                    s.push_str(&format!(" repository:{from}:pull"));
+                }
+                s
+            }
+            Scope::Catalog => "registry:catalog:*".to_string(),
+        }
+    }
+}
+
+/// A request body: re-sendable, or a stream that can be sent once.
+pub(crate) enum Body {
+    Empty,
+    Bytes(Bytes),
+    Stream(Mutex<Option<ChunkStream>>),
+}
+
+/// One request as the transport sends it.
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    /// Absolute URL.
+    pub url: String,
+    pub scope: Scope<'a>,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+/// Why one attempt failed, and whether another may succeed.
+pub(crate) struct Failure {
+    pub error: RegistryError,
+    pub retry: bool,
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub fn fatal(error: RegistryError) -> Failure {
+        Failure {
+            error,
+            retry: false,
+            retry_after: None,
+        }
+    }
+    pub fn transient(error: RegistryError) -> Failure {
+        Failure {
+            error,
+            retry: true,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(e: RegistryError) -> Failure {
+        Failure::fatal(e)
+    }
 }
 
 /// Where a streamed blob's bytes go; `restart` is called when a resume was not possible
@@ -146,26 +237,27 @@ pub struct RegistryClient {
     host: String,
     endpoint: Endpoint,
     http: reqwest::Client,
-    credentials: Option<Credentials>,
+    auth: AuthStore,
     base: OnceCell<(String, Challenge)>,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
-    retry: RetryPolicy,
+    policy: Policy,
     stats: Arc<Stats>,
     /// Requests per second / per run and the registry's own remaining count (see `budget`).
-    budget: super::budget::Budget,
+    budget: Budget,
 }
 
 impl RegistryClient {
     pub fn new(
         host: &str,
         endpoint: Endpoint,
-        credentials: Option<Credentials>,
-        retry: RetryPolicy,
+        auth: AuthStore,
+        policy: Policy,
         stats: Arc<Stats>,
     ) -> anyhow::Result<RegistryClient> {
+        // No reqwest timeouts: its read timeout runs from the start of a request, which would
+        // cut a long upload that is progressing; stalls are detected here (see `transmit`).
         let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(retry.read_timeout)
+            .connect_timeout(Duration::from_secs(10).min(policy.timeout))
             .pool_max_idle_per_host(64)
             .user_agent(concat!("prewarm/", env!("CARGO_PKG_VERSION")));
         if endpoint.insecure {
@@ -190,22 +282,22 @@ impl RegistryClient {
             host: host.to_string(),
             endpoint,
             http: builder.build()?,
-            credentials,
+            auth,
             base: OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
-            retry,
+            policy,
             stats,
-            budget: super::budget::Budget::default(),
+            budget: Budget::default(),
         })
     }
 
     /// This client with a request budget (the job's `rate_limits.<host>`).
-    pub fn with_budget(mut self, budget: super::budget::Budget) -> RegistryClient {
+    pub fn with_budget(mut self, budget: Budget) -> RegistryClient {
         self.budget = budget;
         self
     }
 
-    pub fn budget(&self) -> &super::budget::Budget {
+    pub fn budget(&self) -> &Budget {
         &self.budget
     }
 
@@ -213,39 +305,142 @@ impl RegistryClient {
         &self.host
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> RegistryError {
+    /// The auth file entry for `repository` (or the host alone): the logical host's keys
+    /// first, then the address's (a lab or mirror may only be known by its address).
+    fn credentials(&self, repository: Option<&str>) -> Option<&Credentials> {
+        self.auth
+            .get(&self.host, repository)
+            .or_else(|| self.auth.get(&self.endpoint.address, repository))
+    }
+
+    fn unauthorized(&self, repository: Option<&str>, status: u16, detail: String) -> RegistryError {
+        let which = match self.credentials(repository) {
+            Some(c) => format!(" for user `{}`", c.username),
+            None => " (no credentials found for it in the auth file)".to_string(),
+        };
+        RegistryError::Unauthorized {
+            host: self.host.clone(),
+            which,
+            status,
+            detail,
+        }
+    }
+
+    fn unreachable(&self, detail: String) -> RegistryError {
         RegistryError::Unreachable {
             host: self.host.clone(),
             address: self.endpoint.address.clone(),
-            detail: root_cause(e),
+            detail,
         }
+    }
+
+    /// Run `attempt` under the policy: retried while it fails transiently, with exponential
+    /// backoff or the registry's Retry-After, at most `attempts` times in all.
+    pub(crate) async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        attempt: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let policy = self.policy;
+        attempt
+            .retry(policy.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|f: &Failure| f.retry)
+            .adjust(|f: &Failure, next: Option<Duration>| {
+                next.map(|d| policy.wait(&self.host, f.retry_after, d))
+            })
+            .notify(|f: &Failure, wait: Duration| {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("{what}: {}; retrying in {wait:?}", f.error);
+            })
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// Send one request: budget, stats, and the progress watchdog. `progress` is bumped by
+    /// an upload body as the server takes its bytes. Connection errors, stalls, 5xx and 429
+    /// are transient failures (with the Retry-After the registry sent).
+    async fn transmit(
+        &self,
+        request: reqwest::RequestBuilder,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<Response, Failure> {
+        self.budget.acquire().await.map_err(|reason| {
+            Failure::fatal(RegistryError::BudgetSpent {
+                host: self.host.clone(),
+                reason,
+            })
+        })?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let progress = progress.unwrap_or_default();
+        let send = request.send();
+        tokio::pin!(send);
+        let timeout = self.policy.timeout;
+        let result = loop {
+            let idle = progress.idle();
+            if idle >= timeout {
+                return Err(Failure::transient(self.unreachable(format!(
+                    "no response within {}s (--timeout)",
+                    timeout.as_secs()
+                ))));
+            }
+            tokio::select! {
+                r = &mut send => break r,
+                _ = tokio::time::sleep(timeout - idle) => continue,
+            }
+        };
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) if e.is_builder() => {
+                return Err(Failure::fatal(self.unreachable(root_cause(&e))))
+            }
+            Err(e) => return Err(Failure::transient(self.unreachable(root_cause(&e)))),
+        };
+        self.budget.observe(resp.headers());
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            let retry_after = retry_after(resp.headers());
+            let url = resp.url().to_string();
+            return Err(Failure {
+                error: RegistryError::Status {
+                    host: self.host.clone(),
+                    what: url,
+                    status: status.as_u16(),
+                    detail: body_detail(resp).await,
+                },
+                retry: true,
+                retry_after,
+            });
+        }
+        Ok(resp)
     }
 
     /// `GET /v2/` once: learn the scheme and the auth challenge.
     async fn base(&self) -> Result<&(String, Challenge), RegistryError> {
         self.base
             .get_or_try_init(|| async {
-                let schemes: &[&str] = if self.endpoint.insecure {
-                    &["https", "http"]
-                } else {
-                    &["https"]
-                };
-                let mut last = None;
-                for (i, scheme) in schemes.iter().enumerate() {
-                    let url = format!("{scheme}://{}/v2/", self.endpoint.address);
-                    // Probing HTTPS on an `insecure` endpoint that may speak plain HTTP: one
-                    // try, then fall back, rather than backing off on a handshake that cannot work.
-                    let attempts = if i + 1 < schemes.len() {
-                        1
-                    } else {
-                        self.retry.attempts
-                    };
-                    match self.send_raw(attempts, || self.http.get(&url)).await {
-                        Ok(resp) => return self.read_challenge(scheme, resp).await,
-                        Err(e) => last = Some(e),
+                if self.endpoint.insecure {
+                    // An `insecure` endpoint may speak plain HTTP: one try of HTTPS, then HTTP,
+                    // rather than backing off on a handshake that cannot work.
+                    let url = format!("https://{}/v2/", self.endpoint.address);
+                    if let Ok(resp) = self.transmit(self.http.get(&url), None).await {
+                        return self.read_challenge("https", resp).await;
                     }
                 }
-                Err(last.expect("at least one scheme"))
+                let scheme = if self.endpoint.insecure {
+                    "http"
+                } else {
+                    "https"
+                };
+                let url = format!("{scheme}://{}/v2/", self.endpoint.address);
+                let resp = self
+                    .retrying(&url, || self.transmit(self.http.get(&url), None))
+                    .await?;
+                self.read_challenge(scheme, resp).await
             })
             .await
     }
@@ -257,6 +452,16 @@ impl RegistryClient {
     ) -> Result<(String, Challenge), RegistryError> {
         let base = format!("{scheme}://{}", self.endpoint.address);
         let status = resp.status();
+        let content_type = content_type(resp.headers());
+        if status.is_success() && presence::is_page(&content_type) {
+            return Err(self
+                .not_registry(
+                    "registry API check `/v2/`",
+                    resp,
+                    "a page, not the registry API".into(),
+                )
+                .await);
+        }
         if status.is_success() {
             return Ok((base, Challenge::None));
         }
@@ -265,10 +470,8 @@ impl RegistryClient {
                 .headers()
                 .get(reqwest::header::WWW_AUTHENTICATE)
                 .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let challenge = parse_challenge(&header);
-            return Ok((base, challenge));
+                .unwrap_or("");
+            return Ok((base, parse_challenge(header)));
         }
         Err(RegistryError::Status {
             host: self.host.clone(),
@@ -278,186 +481,169 @@ impl RegistryClient {
         })
     }
 
-    /// Send with retries on connection errors, 5xx and 429. No auth here.
-    async fn send_raw(
-        &self,
-        attempts: u32,
-        build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Response, RegistryError> {
-        let mut attempt = 0;
-        loop {
-            self.budget
-                .acquire()
-                .await
-                .map_err(|reason| RegistryError::BudgetSpent {
-                    host: self.host.clone(),
-                    reason,
-                })?;
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            // A server that sends no response headers within the read timeout is stalled.
-            let result = match tokio::time::timeout(self.retry.read_timeout, build().send()).await {
-                Ok(result) => result,
-                Err(_) if attempt + 1 < attempts => {
-                    tracing::debug!(host = %self.host, attempt, "no response headers within the read timeout; retrying");
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    attempt += 1;
-                    continue;
-                }
-                Err(_) => {
-                    return Err(RegistryError::Unreachable {
-                        host: self.host.clone(),
-                        address: self.endpoint.address.clone(),
-                        detail: format!(
-                            "no response within {}s",
-                            self.retry.read_timeout.as_secs()
-                        ),
-                    })
-                }
-            };
-            if let Ok(resp) = &result {
-                self.budget.observe(resp.headers());
-            }
-            let wait = match &result {
-                Ok(resp) if is_retryable_status(resp.status()) => retry_after(resp.headers()),
-                Ok(_) => return Ok(result.expect("matched Ok")),
-                Err(e) if e.is_builder() => return Err(self.unreachable(e)),
-                Err(_) => None,
-            };
-            if attempt + 1 >= attempts {
-                return match result {
-                    Ok(resp) => Ok(resp),
-                    Err(e) => Err(self.unreachable(&e)),
-                };
-            }
-            let delay = wait
-                .unwrap_or_else(|| self.retry.delay(attempt))
-                .min(self.retry.max_delay);
-            tracing::debug!(host = %self.host, attempt, ?delay, "retrying");
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+    /// A URL of this registry: `path` starting with `/`, or an absolute Location.
+    pub(crate) async fn url(&self, path: &str) -> Result<String, RegistryError> {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return Ok(path.to_string());
         }
+        let (base, _) = self.base().await?;
+        Ok(format!("{base}{path}"))
     }
 
-    /// Send an authenticated request for `repository`, renewing a bearer token once when
-    /// the registry answers 401 (an expired or revoked token).
-    async fn send(
+    /// One attempt of `call`, authorised for its scope; a bearer token the registry refuses
+    /// (401) is renewed and the request sent again once, when its body can be re-sent.
+    pub(crate) async fn attempt(&self, call: &Call<'_>) -> Result<Response, Failure> {
+        let resp = self.attempt_with(call, false).await?;
+        let replayable = !matches!(call.body, Body::Stream(_));
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            if let (_, Challenge::Bearer { .. }) = self.base().await? {
+                if replayable {
+                    let resp = self.attempt_with(call, true).await?;
+                    return self.refused(resp, call.scope).await;
+                }
+                // The stream is spent: forget the refused token, so the push that sends the
+                // blob again (a transient failure) asks for a new one.
+                self.tokens
+                    .lock()
+                    .expect("token lock")
+                    .remove(&call.scope.token_scope());
+                let error = self.refused(resp, call.scope).await.err();
+                return Err(Failure::transient(error.expect("a 401 is refused").error));
+            }
+        }
+        self.refused(resp, call.scope).await
+    }
+
+    async fn attempt_with(&self, call: &Call<'_>, renew: bool) -> Result<Response, Failure> {
+        let auth = self.authorization(call.scope, renew).await?;
+        let mut request = self
+            .http
+            .request(call.method.clone(), &call.url)
+            .headers(call.headers.clone());
+        if let Some(a) = auth {
+            request = request.header(AUTHORIZATION, a);
+        }
+        let mut progress = None;
+        match &call.body {
+            Body::Empty => {}
+            Body::Bytes(b) => request = request.body(b.clone()),
+            Body::Stream(stream) => {
+                let Some(stream) = stream.lock().expect("body lock").take() else {
+                    return Err(Failure::fatal(RegistryError::Status {
+                        host: self.host.clone(),
+                        what: call.url.clone(),
+                        status: 0,
+                        detail: "an upload body is sent once; it cannot be sent again".into(),
+                    }));
+                };
+                let p = Arc::new(Progress::default());
+                let (seen, stats) = (p.clone(), self.stats.clone());
+                let stream = stream.inspect(move |chunk| {
+                    if let Ok(c) = chunk {
+                        seen.touch();
+                        stats.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    }
+                });
+                request = request.body(reqwest::Body::wrap_stream(stream));
+                progress = Some(p);
+            }
+        }
+        self.transmit(request, progress).await
+    }
+
+    /// `call` under the policy.
+    pub(crate) async fn request(
+        &self,
+        what: &str,
+        call: Call<'_>,
+    ) -> Result<Response, RegistryError> {
+        self.retrying(what, || self.attempt(&call)).await
+    }
+
+    /// A read of `path` (under `/v2/<repository>/`) with pull scope.
+    async fn read<'a>(
         &self,
         method: Method,
-        repository: &str,
+        repository: &'a str,
         path: &str,
         headers: HeaderMap,
-    ) -> Result<Response, RegistryError> {
-        let (base, challenge) = self.base().await?;
-        let url = format!("{base}/v2/{repository}/{path}");
-        let mut renewed = false;
-        loop {
-            let auth = self.authorization(challenge, repository, renewed).await?;
-            let resp = self
-                .send_raw(self.retry.attempts, || {
-                    let mut req = self
-                        .http
-                        .request(method.clone(), &url)
-                        .headers(headers.clone());
-                    if let Some(a) = &auth {
-                        req = req.header(AUTHORIZATION, a.clone());
-                    }
-                    req
-                })
-                .await?;
-            if resp.status() == StatusCode::UNAUTHORIZED
-                && matches!(challenge, Challenge::Bearer { .. })
-                && !renewed
-            {
-                renewed = true;
-                continue;
-            }
-            if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
-                let which = match &self.credentials {
-                    Some(c) => format!(" for user `{}`", c.username),
-                    None => " (no credentials found for it in the auth file)".to_string(),
-                };
-                return Err(RegistryError::Unauthorized {
-                    host: self.host.clone(),
-                    which,
-                    status: resp.status().as_u16(),
-                    detail: body_detail(resp).await,
-                });
-            }
-            return Ok(resp);
+    ) -> Result<Call<'a>, RegistryError> {
+        let url = self.url(&format!("/v2/{repository}/{path}")).await?;
+        Ok(Call {
+            method,
+            url,
+            scope: Scope::Pull(repository),
+            headers,
+            body: Body::Empty,
+        })
+    }
+
+    /// 401/403 as [`RegistryError::Unauthorized`] naming the user; anything else passes.
+    async fn refused(&self, resp: Response, scope: Scope<'_>) -> Result<Response, Failure> {
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let detail = body_detail(resp).await;
+            return Err(Failure::fatal(self.unauthorized(
+                scope.repository(),
+                status.as_u16(),
+                detail,
+            )));
         }
+        Ok(resp)
     }
 
     async fn authorization(
         &self,
-        challenge: &Challenge,
-        repository: &str,
+        scope: Scope<'_>,
         force_new: bool,
     ) -> Result<Option<HeaderValue>, RegistryError> {
+        let (_, challenge) = self.base().await?;
         match challenge {
             Challenge::None => Ok(None),
-            Challenge::Basic => Ok(self.credentials.as_ref().map(basic_header)),
+            Challenge::Basic => Ok(self.credentials(scope.repository()).map(basic_header)),
             Challenge::Bearer { realm, service } => {
-                let scope = format!("repository:{repository}:pull");
-                self.bearer(realm, service.as_deref(), &scope, force_new)
-                    .await
-            }
-        }
-    }
-
-    /// A bearer token for `scope`: the cached one while it lasts (unless `force_new`), else
-    /// a fresh one from the realm.
-    async fn bearer(
-        &self,
-        realm: &str,
-        service: Option<&str>,
-        scope: &str,
-        force_new: bool,
-    ) -> Result<Option<HeaderValue>, RegistryError> {
-        if !force_new {
-            if let Some((token, until)) = self.tokens.lock().expect("token lock").get(scope) {
-                if Instant::now() < *until {
-                    return Ok(Some(bearer_header(token)));
+                let key = scope.token_scope();
+                if !force_new {
+                    if let Some((token, until)) = self.tokens.lock().expect("token lock").get(&key)
+                    {
+                        if Instant::now() < *until {
+                            return Ok(Some(bearer_header(token)));
+                        }
+                    }
                 }
+                let token = self.fetch_token(realm, service.as_deref(), scope).await?;
+                Ok(Some(bearer_header(&token)))
             }
         }
-        let token = self.fetch_token(realm, service, scope).await?;
-        Ok(Some(bearer_header(&token)))
     }
 
     async fn fetch_token(
         &self,
         realm: &str,
         service: Option<&str>,
-        scope: &str,
+        scope: Scope<'_>,
     ) -> Result<String, RegistryError> {
+        let key = scope.token_scope();
         // Several scopes (a mount needs push on one repository and pull on another) are
         // separate `scope` parameters.
-        let mut query: Vec<_> = scope.split(' ').map(|s| ("scope", s.to_string())).collect();
+        let mut query: Vec<_> = key.split(' ').map(|s| ("scope", s.to_string())).collect();
         if let Some(s) = service {
             query.push(("service", s.to_string()));
         }
+        let credentials = self.credentials(scope.repository());
         let resp = self
-            .send_raw(self.retry.attempts, || {
+            .retrying("token request", || {
                 let mut req = self.http.get(realm).query(&query);
-                if let Some(c) = &self.credentials {
+                if let Some(c) = credentials {
                     req = req.header(AUTHORIZATION, basic_header(c));
                 }
-                req
+                self.transmit(req, None)
             })
             .await?;
         let status = resp.status();
         if !status.is_success() {
-            let which = match &self.credentials {
-                Some(c) => format!(" for user `{}`", c.username),
-                None => " (no credentials found for it in the auth file)".to_string(),
-            };
-            return Err(RegistryError::Unauthorized {
-                host: self.host.clone(),
-                which,
-                status: status.as_u16(),
-                detail: body_detail(resp).await,
-            });
+            let detail = body_detail(resp).await;
+            return Err(self.unauthorized(scope.repository(), status.as_u16(), detail));
         }
         #[derive(serde::Deserialize)]
         struct TokenResponse {
@@ -478,7 +664,7 @@ impl RegistryClient {
         self.tokens
             .lock()
             .expect("token lock")
-            .insert(scope.to_string(), (token.clone(), until));
+            .insert(key, (token.clone(), until));
         Ok(token)
     }
 
@@ -487,119 +673,236 @@ impl RegistryClient {
         format!("manifest `{}/{repository}{sep}{key}`", self.host)
     }
 
-    /// HEAD a manifest: its digest, media type and size, or `None` where the registry sends
-    /// no `Docker-Content-Digest` (then a GET is needed).
+    fn manifest_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT));
+        headers
+    }
+
+    /// HEAD a manifest by tag (or digest): its digest, media type and size, or `None` where the
+    /// registry sends no `Docker-Content-Digest` (then a GET is needed). Asked by digest, a
+    /// different `Docker-Content-Digest` is an error; a page is never a manifest.
     pub async fn head_manifest(
         &self,
         repository: &str,
         key: &str,
     ) -> Result<Option<(Digest, String, u64)>, RegistryError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT));
-        let resp = self
-            .send(
+        let what = self.what_manifest(repository, key);
+        let call = self
+            .read(
                 Method::HEAD,
                 repository,
                 &format!("manifests/{key}"),
-                headers,
+                Self::manifest_headers(),
             )
             .await?;
-        let what = self.what_manifest(repository, key);
+        let resp = self.request(&what, call).await?;
         let resp = self.check(resp, &what).await?;
-        let digest = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|s| s.parse::<Digest>().ok());
         let media_type = content_type(resp.headers());
-        let size = resp.content_length().unwrap_or(0);
+        let digest = header_digest(resp.headers());
+        if let (Some(d), Ok(asked)) = (&digest, key.parse::<Digest>()) {
+            if *d != asked {
+                let why = format!("Docker-Content-Digest is `{d}`, not the digest asked for");
+                return Err(self.not_registry(&what, resp, why).await);
+            }
+        }
+        let size = header_length(resp.headers()).unwrap_or(0);
         Ok(digest.map(|d| (d, media_type, size)))
     }
 
-    /// GET a manifest's exact bytes; when asked by digest, the bytes must hash to it.
+    /// Whether `repository` holds manifest `digest`, proven: `Docker-Content-Digest` equal to
+    /// it, or (without that header) `Content-Length` equal to `expected_size`, or — where
+    /// the size is not known — the manifest's bytes fetched and hashed.
+    pub async fn manifest_presence(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Presence, RegistryError> {
+        let what = self.what_manifest(repository, digest.as_str());
+        let call = self
+            .read(
+                Method::HEAD,
+                repository,
+                &format!("manifests/{digest}"),
+                Self::manifest_headers(),
+            )
+            .await?;
+        let resp = self.request(&what, call).await?;
+        let undecided = resp.status().is_success()
+            && expected_size.is_none()
+            && header_digest(resp.headers()).is_none()
+            && !presence::is_page(&content_type(resp.headers()));
+        if !undecided {
+            return self.presence(resp, &what, digest, expected_size).await;
+        }
+        match self.get_manifest(repository, digest.as_str()).await {
+            Ok(_) => Ok(Presence::Present),
+            Err(RegistryError::NotFound { .. }) => Ok(Presence::Absent),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decide presence from a HEAD or GET answer (see [`presence::decide`]).
+    async fn presence(
+        &self,
+        resp: Response,
+        what: &str,
+        digest: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Presence, RegistryError> {
+        let status = resp.status();
+        if status != StatusCode::NOT_FOUND && !status.is_success() {
+            return Err(self.check(resp, what).await.expect_err("not a success"));
+        }
+        let content_type = content_type(resp.headers());
+        let header = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        let answer = Answer {
+            status: status.as_u16(),
+            content_type: &content_type,
+            docker_content_digest: header.as_deref(),
+            content_length: header_length(resp.headers()),
+        };
+        match presence::decide(&answer, digest, expected_size) {
+            Ok(p) => Ok(p),
+            Err(NotRegistry(why)) => Err(self.not_registry(what, resp, why).await),
+        }
+    }
+
+    /// An answer that is not a registry's, naming the URL and what came back.
+    async fn not_registry(&self, what: &str, resp: Response, why: String) -> RegistryError {
+        let url = resp.url().to_string();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let body = if bytes.is_empty() {
+            "no body".to_string()
+        } else {
+            format!("body starts {:?}", first_bytes(&bytes))
+        };
+        RegistryError::NotRegistry {
+            what: what.to_string(),
+            url,
+            why,
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// GET a manifest's exact bytes; when asked by digest, the bytes must hash to it. An
+    /// answer that is a page or not JSON is an error naming the URL.
     pub async fn get_manifest(
         &self,
         repository: &str,
         key: &str,
     ) -> Result<FetchedManifest, RegistryError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT));
         let what = self.what_manifest(repository, key);
-        let mut attempt = 0;
-        loop {
-            let resp = self
-                .send(
-                    Method::GET,
-                    repository,
-                    &format!("manifests/{key}"),
-                    headers.clone(),
-                )
-                .await?;
+        let call = self
+            .read(
+                Method::GET,
+                repository,
+                &format!("manifests/{key}"),
+                Self::manifest_headers(),
+            )
+            .await?;
+        let expected = key.parse::<Digest>().ok();
+        self.retrying(&what, || async {
+            let resp = self.attempt(&call).await?;
             let resp = self.check(resp, &what).await?;
             let media_type = content_type(resp.headers());
-            let body = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) if attempt + 1 < self.retry.attempts => {
-                    tracing::debug!("{what}: body broke off ({}), retrying", root_cause(&e));
-                    self.backoff(attempt).await;
-                    attempt += 1;
-                    continue;
-                }
-                Err(e) => return Err(self.unreachable(&e)),
-            };
+            let url = resp.url().to_string();
+            let status = resp.status().as_u16();
+            let body = self.read_body(resp, &what).await?;
             self.stats
                 .bytes
                 .fetch_add(body.len() as u64, Ordering::Relaxed);
+            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                return Err(Failure::fatal(RegistryError::NotRegistry {
+                    what: what.clone(),
+                    url,
+                    why: "the body is not a JSON manifest".into(),
+                    status,
+                    content_type: media_type,
+                    body: format!("body starts {:?}", first_bytes(&body)),
+                }));
+            }
             let digest = Digest::sha256_of(&body);
-            if let Ok(expected) = key.parse::<Digest>() {
-                if expected != digest {
-                    if attempt + 1 < self.retry.attempts {
-                        self.backoff(attempt).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(RegistryError::DigestMismatch {
-                        what,
-                        expected,
+            if let Some(expected) = &expected {
+                if *expected != digest {
+                    // A flipped byte in transit deserves another try.
+                    return Err(Failure::transient(RegistryError::DigestMismatch {
+                        what: what.clone(),
+                        expected: expected.clone(),
                         actual: digest.to_string(),
-                    });
+                    }));
                 }
             }
-            return Ok(FetchedManifest {
+            Ok(FetchedManifest {
                 bytes: body,
                 media_type,
                 digest,
-            });
+            })
+        })
+        .await
+    }
+
+    /// A whole (small) body, each read bounded by the timeout.
+    async fn read_body(&self, resp: Response, what: &str) -> Result<Bytes, Failure> {
+        let mut stream = resp.bytes_stream();
+        let mut out = Vec::new();
+        loop {
+            match tokio::time::timeout(self.policy.timeout, stream.next()).await {
+                Ok(Some(Ok(chunk))) => out.extend_from_slice(&chunk),
+                Ok(None) => return Ok(Bytes::from(out)),
+                Ok(Some(Err(e))) => {
+                    return Err(Failure::transient(
+                        self.unreachable(format!("{what}: {}", root_cause(&e))),
+                    ))
+                }
+                Err(_) => {
+                    return Err(Failure::transient(self.unreachable(format!(
+                        "{what}: no data for {}s (--timeout)",
+                        self.policy.timeout.as_secs()
+                    ))))
+                }
+            }
         }
     }
 
-    /// HEAD a blob: its size if the registry holds it.
+    /// HEAD a blob: present only when the answer proves it (see [`presence`]); give the size
+    /// the caller expects where it knows it.
     pub async fn head_blob(
         &self,
         repository: &str,
         digest: &Digest,
-    ) -> Result<Option<u64>, RegistryError> {
-        let resp = self
-            .send(
+        expected_size: Option<u64>,
+    ) -> Result<Presence, RegistryError> {
+        let what = format!("blob `{digest}` in `{}/{repository}`", self.host);
+        let call = self
+            .read(
                 Method::HEAD,
                 repository,
                 &format!("blobs/{digest}"),
                 HeaderMap::new(),
             )
             .await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(resp.content_length().unwrap_or(0))),
-            _ => {
-                let what = format!("blob `{digest}` in `{}/{repository}`", self.host);
-                self.check(resp, &what).await.map(|_| None)
-            }
-        }
+        let resp = self.request(&what, call).await?;
+        self.presence(resp, &what, digest, expected_size).await
     }
 
-    /// Stream a blob into `sink`, verifying its digest. A body that breaks off is resumed
-    /// from where it stopped with a Range request (or restarted where the server ignores
-    /// Range); a body whose hash is wrong is fetched again, then reported.
+    /// Stream a blob into `sink`, verifying its digest. A body that breaks off or stalls is
+    /// resumed from where it stopped with a Range request (or restarted where the server
+    /// ignores Range); a body whose hash is wrong is fetched again, then reported.
     pub async fn fetch_blob(
         &self,
         repository: &str,
@@ -608,114 +911,102 @@ impl RegistryClient {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, RegistryError> {
         let what = format!("blob `{digest}` of `{}/{repository}`", self.host);
-        let mut hasher = Sha256::new();
-        let mut received: u64 = 0;
-        let mut attempt = 0;
+        let call = self
+            .read(
+                Method::GET,
+                repository,
+                &format!("blobs/{digest}"),
+                HeaderMap::new(),
+            )
+            .await?;
+        let state = futures::lock::Mutex::new((Sha256::new(), 0u64, sink));
         let io_error = |e: std::io::Error| RegistryError::Status {
             host: self.host.clone(),
             what: what.clone(),
             status: 0,
             detail: format!("cannot write: {e}"),
         };
-        loop {
-            let mut headers = HeaderMap::new();
-            if received > 0 {
+        self.retrying(&what, || async {
+            let mut guard = state.lock().await;
+            let (hasher, received, sink) = &mut *guard;
+            let mut headers = call.headers.clone();
+            if *received > 0 {
                 headers.insert(
                     RANGE,
                     HeaderValue::from_str(&format!("bytes={received}-")).expect("range header"),
                 );
             }
-            let resp = self
-                .send(Method::GET, repository, &format!("blobs/{digest}"), headers)
-                .await?;
+            let ranged = Call {
+                method: Method::GET,
+                url: call.url.clone(),
+                scope: call.scope,
+                headers,
+                body: Body::Empty,
+            };
+            let resp = self.attempt(&ranged).await?;
             let resp = self.check(resp, &what).await?;
-            let resumed = resp.status() == StatusCode::PARTIAL_CONTENT
-                && content_range_start(resp.headers()) == Some(received);
-            if received > 0 {
-                if resumed {
+            if *received > 0 {
+                if resp.status() == StatusCode::PARTIAL_CONTENT
+                    && content_range_start(resp.headers()) == Some(*received)
+                {
                     self.stats.resumed.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    hasher = Sha256::new();
-                    received = 0;
+                    *hasher = Sha256::new();
+                    *received = 0;
                     sink.restart().map_err(io_error)?;
                 }
             }
             let mut stream = resp.bytes_stream();
-            let mut broke = None;
             loop {
-                // An idle body is a stalled link: give up on this response and resume.
-                let chunk = match tokio::time::timeout(self.retry.read_timeout, stream.next()).await
-                {
-                    Ok(Some(chunk)) => chunk,
+                let chunk = match tokio::time::timeout(self.policy.timeout, stream.next()).await {
+                    Ok(Some(Ok(chunk))) => chunk,
                     Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        return Err(Failure::transient(self.unreachable(format!(
+                            "{what}: body broke off after {received} bytes: {}",
+                            root_cause(&e)
+                        ))))
+                    }
                     Err(_) => {
-                        broke = Some(format!(
-                            "no data for {}s",
-                            self.retry.read_timeout.as_secs()
-                        ));
-                        break;
+                        return Err(Failure::transient(self.unreachable(format!(
+                            "{what}: no data for {}s (--timeout) after {received} bytes",
+                            self.policy.timeout.as_secs()
+                        ))))
                     }
                 };
-                match chunk {
-                    Ok(chunk) => {
-                        hasher.update(&chunk);
-                        sink.write(&chunk).map_err(io_error)?;
-                        received += chunk.len() as u64;
-                        self.stats
-                            .bytes
-                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                        progress(chunk.len() as u64);
-                    }
-                    Err(e) => {
-                        broke = Some(root_cause(&e));
-                        break;
-                    }
-                }
-            }
-            if let Some(detail) = broke {
-                if attempt + 1 >= self.retry.attempts {
-                    return Err(RegistryError::Unreachable {
-                        host: self.host.clone(),
-                        address: self.endpoint.address.clone(),
-                        detail: format!("{what}: {detail}"),
-                    });
-                }
-                tracing::debug!(
-                    "{what}: body broke off after {received} bytes ({detail}); resuming"
-                );
-                self.backoff(attempt).await;
-                attempt += 1;
-                continue;
+                hasher.update(&chunk);
+                sink.write(&chunk).map_err(io_error)?;
+                *received += chunk.len() as u64;
+                self.stats
+                    .bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                progress(chunk.len() as u64);
             }
             let actual = format!("sha256:{}", hex::encode(hasher.finalize_reset()));
             if digest.algorithm() != "sha256" || actual == digest.as_str() {
-                return Ok(received);
+                return Ok(*received);
             }
             // A flipped byte in transit deserves another try; a corrupt stored blob will
             // hash wrong every time and is reported.
-            if attempt + 1 >= self.retry.attempts {
-                return Err(RegistryError::DigestMismatch {
-                    what,
-                    expected: digest.clone(),
-                    actual,
-                });
-            }
-            tracing::debug!("{what}: digest mismatch ({actual}); fetching again");
-            received = 0;
+            *received = 0;
             sink.restart().map_err(io_error)?;
-            self.backoff(attempt).await;
-            attempt += 1;
-        }
+            Err(Failure::transient(RegistryError::DigestMismatch {
+                what: what.clone(),
+                expected: digest.clone(),
+                actual,
+            }))
+        })
+        .await
     }
 
-    async fn backoff(&self, attempt: u32) {
-        self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(self.retry.delay(attempt)).await;
-    }
-
-    /// Turn an unsuccessful answer into an error naming `what`.
+    /// Turn an unsuccessful answer, or a success that is an HTML page, into an error naming
+    /// `what`.
     async fn check(&self, resp: Response, what: &str) -> Result<Response, RegistryError> {
         let status = resp.status();
+        if status.is_success() && presence::is_page(&content_type(resp.headers())) {
+            let why = "a page, not a registry answer".to_string();
+            return Err(self.not_registry(what, resp, why).await);
+        }
         if status.is_success() {
             return Ok(resp);
         }
@@ -734,8 +1025,61 @@ impl RegistryClient {
     }
 }
 
-fn is_retryable_status(s: StatusCode) -> bool {
-    s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
+/// When a request last made progress (an upload body handed bytes over).
+#[derive(Debug)]
+pub(crate) struct Progress {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Progress {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+fn header_digest(headers: &HeaderMap) -> Option<Digest> {
+    headers
+        .get("docker-content-digest")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|s| s.trim().parse::<Digest>().ok())
+}
+
+/// The Content-Length header itself (reqwest reports 0 for every HEAD answer's body).
+fn header_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Up to 60 bytes of a body, as text, for an error message.
+fn first_bytes(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(60)];
+    let text: String = String::from_utf8_lossy(cut)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if bytes.len() > 60 {
+        format!("{text}…")
+    } else {
+        text
+    }
 }
 
 /// Retry-After as seconds or an HTTP date.
@@ -784,52 +1128,36 @@ fn bearer_header(token: &str) -> HeaderValue {
     v
 }
 
-/// Parse `Bearer realm="…",service="…"` or `Basic realm="…"`.
+/// The challenge of a `WWW-Authenticate` header, parsed by the `http-auth` crate (RFC 7235
+/// quoting and escapes, several challenges in one header): Bearer with its realm preferred,
+/// then Basic.
 fn parse_challenge(header: &str) -> Challenge {
-    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
-    if scheme.eq_ignore_ascii_case("basic") {
+    let Ok(challenges) = http_auth::parse_challenges(header) else {
+        return Challenge::None;
+    };
+    let param = |c: &http_auth::ChallengeRef<'_>, name: &str| {
+        c.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_unescaped())
+    };
+    for c in &challenges {
+        if c.scheme.eq_ignore_ascii_case("bearer") {
+            if let Some(realm) = param(c, "realm") {
+                return Challenge::Bearer {
+                    realm,
+                    service: param(c, "service"),
+                };
+            }
+        }
+    }
+    if challenges
+        .iter()
+        .any(|c| c.scheme.eq_ignore_ascii_case("basic"))
+    {
         return Challenge::Basic;
     }
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Challenge::None;
-    }
-    let mut realm = None;
-    let mut service = None;
-    for part in split_params(rest) {
-        if let Some((k, v)) = part.split_once('=') {
-            let v = v.trim().trim_matches('"').to_string();
-            match k.trim() {
-                "realm" => realm = Some(v),
-                "service" => service = Some(v),
-                _ => {}
-            }
-        }
-    }
-    match realm {
-        Some(realm) => Challenge::Bearer { realm, service },
-        None => Challenge::None,
-    }
-}
-
-/// Split auth-params on commas outside quotes (scopes contain commas).
-fn split_params(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in s.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    if !cur.trim().is_empty() {
-        out.push(cur);
-    }
-    out
+    Challenge::None
 }
 
 /// The registry's own error message, on one line, short.
@@ -890,23 +1218,39 @@ mod tests {
 
     #[test]
     fn challenges() {
-        match parse_challenge(
-            r#"Bearer realm="https://auth.example/token",service="quay.io",scope="repository:a/b:pull,push""#,
-        ) {
-            Challenge::Bearer { realm, service } => {
-                assert_eq!(realm, "https://auth.example/token");
-                assert_eq!(service.as_deref(), Some("quay.io"));
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="quay.io",scope="repository:a/b:pull,push""#,
+            ),
+            Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("quay.io".into()),
             }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
+        );
+        assert_eq!(
             parse_challenge(r#"Basic realm="Registry Realm""#),
             Challenge::Basic
-        ));
+        );
+        assert_eq!(parse_challenge(""), Challenge::None);
     }
 
     #[test]
-    fn retry_after_and_ranges() {
+    fn challenge_with_escaped_quotes_and_two_schemes() {
+        // An escaped quote inside a quoted value ends neither the value nor the parameter list
+        // (the hand parser before http-auth split here and lost `service`).
+        assert_eq!(
+            parse_challenge(
+                r#"Basic realm="say \"hi\", then", Bearer realm="https://auth.example/t?a=\"b\"",service="reg \"one\"""#
+            ),
+            Challenge::Bearer {
+                realm: r#"https://auth.example/t?a="b""#.into(),
+                service: Some(r#"reg "one""#.into()),
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_ranges_and_policy_waits() {
         let mut h = HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("3"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
@@ -915,8 +1259,19 @@ mod tests {
             HeaderValue::from_static("bytes 100-199/200"),
         );
         assert_eq!(content_range_start(&h), Some(100));
-        let p = RetryPolicy::default();
-        assert!(p.delay(1) > p.delay(0));
-        assert_eq!(p.delay(30), p.max_delay);
+        let p = Policy {
+            retry_after_cap: Duration::from_secs(10),
+            ..Policy::default()
+        };
+        let backoff = Duration::from_millis(500);
+        assert_eq!(p.wait("r", None, backoff), backoff);
+        assert_eq!(
+            p.wait("r", Some(Duration::from_secs(4)), backoff),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            p.wait("r", Some(Duration::from_secs(3600)), backoff),
+            Duration::from_secs(10)
+        );
     }
 }

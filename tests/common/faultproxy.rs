@@ -35,6 +35,9 @@ pub enum Fault {
     FlipByte { at: u64 },
     /// Invalidate every token issued so far, then answer 401 (the token "expired").
     ExpireToken,
+    /// Read nothing more and answer nothing for this long, then forward (a stalled upload:
+    /// no response headers, the request body not taken).
+    Hang(Duration),
 }
 
 /// Apply `fault` to the first `times` requests whose method and path match.
@@ -230,6 +233,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         range: range.clone(),
         fault: fault.as_ref().map(|f| format!("{f:?}")),
     });
+    if let Some(Fault::Hang(d)) = &fault {
+        tokio::time::sleep(*d).await;
+    }
     if matches!(fault, Some(Fault::ExpireToken)) {
         state.token_generation.fetch_add(1, Ordering::SeqCst);
         return Ok(challenge(&host));

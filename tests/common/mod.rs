@@ -5,7 +5,7 @@
 pub mod faultproxy;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 use prewarm_lab::{scratch_dir, Lab, Scale, Seed, SeedOptions};
 
@@ -182,5 +182,57 @@ pub fn assert_storage_intact(root: &Path) {
                 );
             }
         }
+    }
+}
+
+/// A plain (HTTP, no auth) distribution registry on a free loopback port, killed on drop.
+pub struct Plain {
+    pub addr: String,
+    pub storage: PathBuf,
+    child: Child,
+}
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn plain_registry(dir: &Path, name: &str) -> Plain {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let storage = dir.join(format!("data-{name}"));
+    let config = dir.join(format!("{name}.yml"));
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\nhealth: {{storagedriver: {{enabled: false}}}}\n",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("docker-registry (apt-get install -y docker-registry)");
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    Plain {
+        addr,
+        storage,
+        child,
     }
 }

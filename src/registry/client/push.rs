@@ -1,8 +1,8 @@
 //! The write half of the registry transport: blob existence, cross-repository mounts,
 //! streamed uploads, manifest PUTs byte for byte, and the listings an inventory needs.
 //!
-//! A child of `client` so it shares the connection, auth challenge and retry policy; bearer
-//! registries are asked for `repository:<repo>:pull,push` tokens here. Upload bodies are
+//! A child of `client` so every request here goes through the same path (budget, auth,
+//! timeout, retries); bearer registries are asked for `repository:<repo>:pull,push` tokens. Upload bodies are
 //! streams and are never held whole in memory; they pass through [`verified_body`], which
 //! holds back the last chunk until the bytes hash to the expected digest, so a registry that
 //! does not check digests still never stores wrong bytes under a right name.
@@ -17,7 +17,7 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCA
 use reqwest::{Method, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 
-use super::{bearer_header, body_detail, Challenge, RegistryClient, RegistryError};
+use super::{Body, Call, Failure, RegistryClient, RegistryError, Scope};
 use crate::reference::Digest;
 
 /// What a blob push did.
@@ -43,114 +43,23 @@ pub enum Mount {
 pub type ChunkStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 impl RegistryClient {
-    /// The Authorization header for pushing into `repository`.
-    async fn push_authorization(
-        &self,
-        repository: &str,
-        force_new: bool,
-    ) -> Result<Option<HeaderValue>, RegistryError> {
-        self.push_authorization_from(repository, None, force_new)
-            .await
-    }
-
-    /// As [`Self::push_authorization`], plus pull on `from` (a mount's source repository).
-    async fn push_authorization_from(
-        &self,
-        repository: &str,
-        from: Option<&str>,
-        force_new: bool,
-    ) -> Result<Option<HeaderValue>, RegistryError> {
-        let (_, challenge) = self.base().await?;
-        match challenge {
-            Challenge::Bearer { realm, service } => {
-                let mut scope = format!("repository:{repository}:pull,push");
-                if let Some(from) = from.filter(|f| *f != repository) {
-                    scope.push_str(&format!(" repository:{from}:pull"));
-                }
-                self.bearer(realm, service.as_deref(), &scope, force_new)
-                    .await
-            }
-            other => self.authorization(other, repository, force_new).await,
-        }
-    }
-
-    /// A URL of this registry: `path` starting with `/`, or an absolute Location.
-    async fn url(&self, path: &str) -> Result<String, RegistryError> {
-        if path.starts_with("http://") || path.starts_with("https://") {
-            return Ok(path.to_string());
-        }
-        let (base, _) = self.base().await?;
-        Ok(format!("{base}{path}"))
-    }
-
-    /// An authenticated request with push scope and a re-sendable body, retried like reads;
-    /// a bearer token is renewed once on 401.
-    async fn send_push(
+    /// A push-scoped call of `method` on `url` (a path under this registry or a Location).
+    async fn push_call<'a>(
         &self,
         method: Method,
-        repository: &str,
+        repository: &'a str,
+        from: Option<&'a str>,
         url: &str,
         headers: HeaderMap,
-        body: Option<Bytes>,
-    ) -> Result<Response, RegistryError> {
-        self.send_push_from(method, repository, None, url, headers, body)
-            .await
-    }
-
-    async fn send_push_from(
-        &self,
-        method: Method,
-        repository: &str,
-        from: Option<&str>,
-        url: &str,
-        headers: HeaderMap,
-        body: Option<Bytes>,
-    ) -> Result<Response, RegistryError> {
-        let mut renewed = false;
-        loop {
-            let auth = self
-                .push_authorization_from(repository, from, renewed)
-                .await?;
-            let resp = self
-                .send_raw(self.retry.attempts, || {
-                    let mut req = self
-                        .http
-                        .request(method.clone(), url)
-                        .headers(headers.clone());
-                    if let Some(a) = &auth {
-                        req = req.header(reqwest::header::AUTHORIZATION, a.clone());
-                    }
-                    if let Some(b) = &body {
-                        req = req.body(b.clone());
-                    }
-                    req
-                })
-                .await?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !renewed {
-                if let (_, Challenge::Bearer { .. }) = self.base().await? {
-                    renewed = true;
-                    continue;
-                }
-            }
-            return self.refused(resp).await;
-        }
-    }
-
-    /// 401/403 as [`RegistryError::Unauthorized`] naming the user; anything else passes.
-    async fn refused(&self, resp: Response) -> Result<Response, RegistryError> {
-        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
-            let which = match &self.credentials {
-                Some(c) => format!(" for user `{}`", c.username),
-                None => " (no credentials found for it in the auth file)".to_string(),
-            };
-            return Err(RegistryError::Unauthorized {
-                host: self.host.clone(),
-                which,
-                status: resp.status().as_u16(),
-                detail: body_detail(resp).await,
-            });
-        }
-        Ok(resp)
+        body: Body,
+    ) -> Result<Call<'a>, RegistryError> {
+        Ok(Call {
+            method,
+            url: self.url(url).await?,
+            scope: Scope::Push { repository, from },
+            headers,
+            body,
+        })
     }
 
     fn location(&self, resp: &Response, what: &str) -> Result<String, RegistryError> {
@@ -178,16 +87,17 @@ impl RegistryClient {
             "mount of blob `{digest}` from `{from}` into `{}/{repository}`",
             self.host
         );
-        let url = self
-            .url(&format!(
-                "/v2/{repository}/blobs/uploads/?mount={digest}&from={from}"
-            ))
+        let call = self
+            .push_call(
+                Method::POST,
+                repository,
+                Some(from),
+                &format!("/v2/{repository}/blobs/uploads/?mount={digest}&from={from}"),
+                empty_length(),
+                Body::Empty,
+            )
             .await?;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-        let resp = self
-            .send_push_from(Method::POST, repository, Some(from), &url, headers, None)
-            .await?;
+        let resp = self.request(&what, call).await?;
         match resp.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
             StatusCode::ACCEPTED => Ok(Mount::Opened(self.location(&resp, &what)?)),
@@ -214,80 +124,147 @@ impl RegistryClient {
         digest: &Digest,
         offset: u64,
     ) -> Result<ChunkStream, RegistryError> {
-        if offset == 0 {
-            return self.blob_stream(repository, digest).await;
-        }
         let what = format!("blob `{digest}` of `{}/{repository}`", self.host);
         let mut headers = HeaderMap::new();
-        headers.insert(
-            reqwest::header::RANGE,
-            HeaderValue::from_str(&format!("bytes={offset}-")).expect("range header"),
-        );
-        let resp = self
-            .send(Method::GET, repository, &format!("blobs/{digest}"), headers)
-            .await?;
-        let resp = self.check(resp, &what).await?;
-        if resp.status() != StatusCode::PARTIAL_CONTENT
-            || super::content_range_start(resp.headers()) != Some(offset)
-        {
-            return Err(RegistryError::Status {
-                host: self.host.clone(),
-                what,
-                status: resp.status().as_u16(),
-                detail: format!("cannot resume from byte {offset}: the registry ignored the Range"),
-            });
+        if offset > 0 {
+            headers.insert(
+                reqwest::header::RANGE,
+                HeaderValue::from_str(&format!("bytes={offset}-")).expect("range header"),
+            );
         }
-        self.stats
-            .resumed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Box::pin(futures::StreamExt::map(
-            resp.bytes_stream(),
-            |c| c.map_err(|e| std::io::Error::other(super::root_cause(&e))),
-        )))
+        let call = Call {
+            method: Method::GET,
+            url: self
+                .url(&format!("/v2/{repository}/blobs/{digest}"))
+                .await?,
+            scope: Scope::Pull(repository),
+            headers,
+            body: Body::Empty,
+        };
+        let resp = self.request(&what, call).await?;
+        let resp = self.check(resp, &what).await?;
+        if offset > 0 {
+            if resp.status() != StatusCode::PARTIAL_CONTENT
+                || super::content_range_start(resp.headers()) != Some(offset)
+            {
+                return Err(RegistryError::Status {
+                    host: self.host.clone(),
+                    what,
+                    status: resp.status().as_u16(),
+                    detail: format!(
+                        "cannot resume from byte {offset}: the registry ignored the Range"
+                    ),
+                });
+            }
+            self.stats
+                .resumed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(self.watched(resp))
     }
 
     /// A blob's body as a stream, for piping into an upload (which verifies it with
-    /// [`verified_body`]); not resumed: a broken copy is retried whole by the caller.
+    /// [`verified_body`]); not resumed: a broken copy is pushed again by [`Self::push_blob`].
     pub async fn blob_stream(
         &self,
         repository: &str,
         digest: &Digest,
     ) -> Result<ChunkStream, RegistryError> {
-        let what = format!("blob `{digest}` of `{}/{repository}`", self.host);
-        let resp = self
-            .send(
-                Method::GET,
+        self.blob_stream_from(repository, digest, 0).await
+    }
+
+    /// A response body that fails when no bytes arrive for the policy's timeout. Bytes are
+    /// counted once, by the upload they feed.
+    fn watched(&self, resp: Response) -> ChunkStream {
+        let timeout = self.policy.timeout;
+        let stream = resp.bytes_stream();
+        Box::pin(futures::stream::unfold(
+            Some(stream),
+            move |state| async move {
+                let mut stream = state?;
+                match tokio::time::timeout(timeout, futures::StreamExt::next(&mut stream)).await {
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+                    Ok(Some(Err(e))) => {
+                        Some((Err(std::io::Error::other(super::root_cause(&e))), None))
+                    }
+                    Ok(None) => None,
+                    Err(_) => Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no data for {}s (--timeout)", timeout.as_secs()),
+                        )),
+                        None,
+                    )),
+                }
+            },
+        ))
+    }
+
+    /// One attempt of `POST /v2/<repo>/blobs/uploads/`: the upload URL.
+    async fn open_upload(&self, repository: &str, what: &str) -> Result<String, Failure> {
+        let call = self
+            .push_call(
+                Method::POST,
                 repository,
-                &format!("blobs/{digest}"),
-                HeaderMap::new(),
+                None,
+                &format!("/v2/{repository}/blobs/uploads/"),
+                empty_length(),
+                Body::Empty,
             )
             .await?;
-        let resp = self.check(resp, &what).await?;
-        // Bytes are counted once, by the upload they feed.
-        Ok(Box::pin(futures::StreamExt::map(
-            resp.bytes_stream(),
-            |c| c.map_err(|e| std::io::Error::other(super::root_cause(&e))),
-        )))
+        let resp = self.attempt(&call).await?;
+        let resp = self.check(resp, what).await?;
+        Ok(self.location(&resp, what)?)
     }
 
-    /// `POST /v2/<repo>/blobs/uploads/`: the upload URL.
+    /// `POST /v2/<repo>/blobs/uploads/` under the policy: the upload URL.
     pub async fn start_upload(&self, repository: &str) -> Result<String, RegistryError> {
         let what = format!("upload into `{}/{repository}`", self.host);
-        let url = self
-            .url(&format!("/v2/{repository}/blobs/uploads/"))
-            .await?;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-        let resp = self
-            .send_push(Method::POST, repository, &url, headers, None)
-            .await?;
-        let resp = self.check(resp, &what).await?;
-        self.location(&resp, &what)
+        self.retrying(&what, || self.open_upload(repository, &what))
+            .await
     }
 
-    /// `PUT <location>?digest=<digest>` with the whole blob as one streamed body (a
-    /// monolithic upload: one request, no chunk bookkeeping). Not retried here: a body
-    /// stream cannot be replayed, the caller pushes the blob again.
+    /// One attempt of `PUT <location>?digest=<digest>` with the whole blob as one streamed
+    /// body (a monolithic upload: one request, no chunk bookkeeping).
+    async fn put_blob(
+        &self,
+        repository: &str,
+        location: &str,
+        digest: &Digest,
+        size: u64,
+        body: ChunkStream,
+    ) -> Result<u64, Failure> {
+        let what = format!(
+            "upload of blob `{digest}` into `{}/{repository}`",
+            self.host
+        );
+        let url = self.url(location).await?;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+        let call = self
+            .push_call(
+                Method::PUT,
+                repository,
+                None,
+                &format!("{url}{sep}digest={digest}"),
+                headers,
+                Body::Stream(Mutex::new(Some(body))),
+            )
+            .await?;
+        let resp = self.attempt(&call).await?;
+        self.check(resp, &what).await?;
+        Ok(size)
+    }
+
+    /// Complete an upload opened with [`Self::start_upload`] (or a declined mount) with `body`,
+    /// under the policy's budget, auth and timeout. One attempt: a stream cannot be replayed,
+    /// so a transient failure is returned for the caller to push the blob again (as
+    /// [`Self::push_blob`] does).
     pub async fn finish_upload(
         &self,
         repository: &str,
@@ -296,72 +273,57 @@ impl RegistryClient {
         size: u64,
         body: ChunkStream,
     ) -> Result<u64, RegistryError> {
-        let what = format!(
-            "upload of blob `{digest}` into `{}/{repository}`",
-            self.host
-        );
-        let url = self.url(location).await?;
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let url = format!("{url}{sep}digest={digest}");
-        let auth = self.push_authorization(repository, false).await?;
-        let counted = self.stats.clone();
-        let body = futures::StreamExt::inspect(body, move |chunk| {
-            if let Ok(c) = chunk {
-                counted
-                    .bytes
-                    .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-        let mut req = self
-            .http
-            .put(&url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(body));
-        if let Some(a) = auth {
-            req = req.header(reqwest::header::AUTHORIZATION, a);
-        }
-        self.stats
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let resp = req.send().await.map_err(|e| RegistryError::Status {
-            host: self.host.clone(),
-            what: what.clone(),
-            status: 0,
-            detail: super::root_cause(&e),
-        })?;
-        let resp = self.refused(resp).await?;
-        self.check(resp, &what).await?;
-        Ok(size)
+        self.put_blob(repository, location, digest, size, body)
+            .await
+            .map_err(|f| f.error)
     }
 
-    /// Push one blob into `repository`: nothing when it is there already, a mount when
-    /// `mount_from` holds it, else a streamed upload of `body()` (called only then).
+    /// Push one blob into `repository`: nothing when it is there already (proven: see
+    /// [`Self::head_blob`]), a mount when `mount_from` holds it, else a streamed upload of
+    /// `body()`. A failed upload is retried under the policy in a new upload session, with a
+    /// new `body()`.
     pub async fn push_blob<F>(
         &self,
         repository: &str,
         digest: &Digest,
         size: u64,
         mount_from: Option<&str>,
-        body: impl FnOnce() -> F,
+        body: impl Fn() -> F,
     ) -> Result<Pushed, RegistryError>
     where
         F: std::future::Future<Output = Result<ChunkStream, RegistryError>>,
     {
-        if self.head_blob(repository, digest).await?.is_some() {
+        if self
+            .head_blob(repository, digest, Some(size))
+            .await?
+            .is_present()
+        {
             return Ok(Pushed::Present);
         }
-        let location = match mount_from.filter(|f| *f != repository) {
+        let opened = match mount_from.filter(|f| *f != repository) {
             Some(from) => match self.mount_blob(repository, digest, from).await? {
                 Mount::Mounted => return Ok(Pushed::Mounted),
-                Mount::Opened(location) => location,
+                Mount::Opened(location) => Some(location),
             },
-            None => self.start_upload(repository).await?,
+            None => None,
         };
-        let body = body().await?;
-        self.finish_upload(repository, &location, digest, size, body)
-            .await
-            .map(Pushed::Uploaded)
+        let what = format!(
+            "upload of blob `{digest}` into `{}/{repository}`",
+            self.host
+        );
+        let opened = Mutex::new(opened);
+        self.retrying(&what, || async {
+            let first = opened.lock().expect("location lock").take();
+            let location = match first {
+                Some(l) => l,
+                None => self.open_upload(repository, &what).await?,
+            };
+            let body = body().await?;
+            self.put_blob(repository, &location, digest, size, body)
+                .await
+        })
+        .await
+        .map(Pushed::Uploaded)
     }
 
     /// PUT manifest bytes exactly as given under `key` (a tag or their digest), with their
@@ -375,9 +337,6 @@ impl RegistryClient {
     ) -> Result<Digest, RegistryError> {
         let what = self.what_manifest(repository, key);
         let digest = Digest::sha256_of(&bytes);
-        let url = self
-            .url(&format!("/v2/{repository}/manifests/{key}"))
-            .await?;
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
@@ -388,9 +347,17 @@ impl RegistryClient {
                 detail: format!("media type `{media_type}` is not a valid header"),
             })?,
         );
-        let resp = self
-            .send_push(Method::PUT, repository, &url, headers, Some(bytes))
+        let call = self
+            .push_call(
+                Method::PUT,
+                repository,
+                None,
+                &format!("/v2/{repository}/manifests/{key}"),
+                headers,
+                Body::Bytes(bytes),
+            )
             .await?;
+        let resp = self.request(&what, call).await?;
         let resp = self.check(resp, &what).await?;
         if let Some(stored) = resp
             .headers()
@@ -408,6 +375,31 @@ impl RegistryClient {
         Ok(digest)
     }
 
+    /// A JSON listing page (tags, catalog): a page or a body that is not the JSON expected is
+    /// an error naming the URL and what came back.
+    async fn listing<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        resp: Response,
+    ) -> Result<(T, Option<String>), RegistryError> {
+        let next = next_link(resp.headers());
+        let url = resp.url().to_string();
+        let status = resp.status().as_u16();
+        let content_type = super::content_type(resp.headers());
+        let body = self.read_body(resp, what).await.map_err(|f| f.error)?;
+        match serde_json::from_slice::<T>(&body) {
+            Ok(v) => Ok((v, next)),
+            Err(e) => Err(RegistryError::NotRegistry {
+                what: what.to_string(),
+                url,
+                why: format!("the body is not the JSON listing expected ({e})"),
+                status,
+                content_type,
+                body: format!("body starts {:?}", super::first_bytes(&body)),
+            }),
+        }
+    }
+
     /// Every tag of `repository` (following `Link` pages); none for an unknown repository.
     pub async fn list_tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
         #[derive(serde::Deserialize)]
@@ -418,21 +410,20 @@ impl RegistryClient {
         let mut out = Vec::new();
         let mut next = Some(format!("/v2/{repository}/tags/list?n=1000"));
         while let Some(path) = next.take() {
-            let url = self.url(&path).await?;
-            let resp = self
-                .send_push(Method::GET, repository, &url, HeaderMap::new(), None)
-                .await?;
+            let call = Call {
+                method: Method::GET,
+                url: self.url(&path).await?,
+                scope: Scope::Pull(repository),
+                headers: HeaderMap::new(),
+                body: Body::Empty,
+            };
+            let resp = self.request(&what, call).await?;
             if resp.status() == StatusCode::NOT_FOUND {
                 return Ok(out);
             }
             let resp = self.check(resp, &what).await?;
-            next = next_link(resp.headers());
-            let tags: Tags = resp.json().await.map_err(|e| RegistryError::Status {
-                host: self.host.clone(),
-                what: what.clone(),
-                status: 200,
-                detail: super::root_cause(&e),
-            })?;
+            let (tags, link): (Tags, _) = self.listing(&what, resp).await?;
+            next = link;
             out.extend(tags.tags.unwrap_or_default());
         }
         Ok(out)
@@ -448,39 +439,27 @@ impl RegistryClient {
         let mut out = Vec::new();
         let mut next = Some("/v2/_catalog?n=1000".to_string());
         while let Some(path) = next.take() {
-            let url = self.url(&path).await?;
-            let (_, challenge) = self.base().await?;
-            let auth = match challenge {
-                Challenge::Bearer { realm, service } => {
-                    let t = self
-                        .fetch_token(realm, service.as_deref(), "registry:catalog:*")
-                        .await?;
-                    Some(bearer_header(&t))
-                }
-                other => self.authorization(other, "", false).await?,
+            let call = Call {
+                method: Method::GET,
+                url: self.url(&path).await?,
+                scope: Scope::Catalog,
+                headers: HeaderMap::new(),
+                body: Body::Empty,
             };
-            let resp = self
-                .send_raw(self.retry.attempts, || {
-                    let mut req = self.http.get(&url);
-                    if let Some(a) = &auth {
-                        req = req.header(reqwest::header::AUTHORIZATION, a.clone());
-                    }
-                    req
-                })
-                .await?;
-            let resp = self.refused(resp).await?;
+            let resp = self.request(&what, call).await?;
             let resp = self.check(resp, &what).await?;
-            next = next_link(resp.headers());
-            let c: Catalog = resp.json().await.map_err(|e| RegistryError::Status {
-                host: self.host.clone(),
-                what: what.clone(),
-                status: 200,
-                detail: super::root_cause(&e),
-            })?;
+            let (c, link): (Catalog, _) = self.listing(&what, resp).await?;
+            next = link;
             out.extend(c.repositories.unwrap_or_default());
         }
         Ok(out)
     }
+}
+
+fn empty_length() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    headers
 }
 
 /// `Link: </v2/…?last=x&n=100>; rel="next"` → the path.
