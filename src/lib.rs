@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod bundle;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod exec;
 pub mod history;
@@ -15,7 +16,6 @@ pub mod job;
 pub mod lab;
 pub mod lock;
 pub mod metrics;
-pub mod mirrorconf;
 pub mod plan;
 pub mod progress;
 pub mod quay;

@@ -129,6 +129,18 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
     };
     let images = exec::copy::copy(&work, &plan, &dest, &target).await?;
+    let dir =
+        crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref());
+    if let Some(dir) = dir {
+        write_cluster_resources(
+            Some(&job),
+            &plan,
+            &images,
+            &dest,
+            &args.destination.to,
+            &dir,
+        )?;
+    }
     finish(Finish {
         command: "copy",
         job: args.job.display().to_string(),
@@ -191,6 +203,29 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
     })
 }
 
+/// The cluster resources for what a copy or import placed at `dest`.
+fn write_cluster_resources(
+    job: Option<&Job>,
+    plan: &Plan,
+    images: &[ImageReport],
+    dest: &Destination,
+    to: &str,
+    dir: &Path,
+) -> Result<()> {
+    let mirror_of =
+        |r: &crate::reference::Reference| format!("{}/{}", dest.host, dest.repository(r));
+    crate::cluster::after_run::write(&crate::cluster::after_run::AfterRun {
+        job,
+        plan,
+        reports: images,
+        destination: to,
+        mirror_of: &mirror_of,
+        dir,
+    })
+    .context("--cluster-resources")?;
+    Ok(())
+}
+
 /// A job with nothing in it, for commands that read no job file.
 fn empty_job() -> Result<Job> {
     Job::parse("{}", Path::new("(no job)"))
@@ -221,6 +256,11 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
     };
     let plan = exec::import::plan_of(&bundle, &args.dir)?;
     let images = exec::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
+    let dir =
+        crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref());
+    if let Some(dir) = dir {
+        write_cluster_resources(None, &plan, &images, &dest, &args.destination.to, &dir)?;
+    }
     finish(Finish {
         command: "import",
         job: args.dir.display().to_string(),
