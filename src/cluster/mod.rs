@@ -8,6 +8,7 @@
 //! * [`kube`]: the typed Kubernetes shapes both render; [`names`]: DNS-1123 names.
 
 pub mod after_run;
+pub mod catalog_filter;
 pub mod kube;
 pub mod mirror_config;
 pub mod names;
