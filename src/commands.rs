@@ -169,7 +169,9 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
             destination: &cache_host,
             mirror_of: &mirror_of,
             dir: &dir,
+            rebuild: None,
         })
+        .await
         .context("--cluster-resources")?;
     }
     let report = RunReport::new(

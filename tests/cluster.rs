@@ -110,7 +110,7 @@ fn check_dir(
     dir: &Path,
     plan: &serde_json::Value,
     mirror_of: &dyn Fn(&str) -> String,
-    catalog_digest: &str,
+    catalog_image: &str,
     release_digest: &str,
 ) {
     let files = files(dir);
@@ -189,10 +189,11 @@ fn check_dir(
         Some("openshift-marketplace")
     );
     assert_eq!(cs.spec.source_type, "grpc");
-    assert_eq!(
-        cs.spec.image,
-        format!("{}@{catalog_digest}", mirror_of(&catalog_repo))
-    );
+    assert_eq!(cs.spec.image, catalog_image);
+    assert!(cs
+        .spec
+        .image
+        .starts_with(&format!("{}@sha256:", mirror_of(&catalog_repo))));
     assert!(cs.spec.display_name.contains("redhat-operator-index v4.20"));
     assert_eq!(cs.spec.publisher, "prewarm");
     assert_eq!(cs.spec.update_strategy.registry_poll.interval, "24h");
@@ -263,7 +264,7 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
         &format!(
             "releases:\n- quay.io/{}:4.20.2-x86_64\n\
              signatures:\n  source: {}\n  output: {}\n\
-             operators:\n- catalog: registry.redhat.io/{CATALOG_REPOSITORY}:v4.20\n  packages:\n  - name: aws-load-balancer-operator\n",
+             operators:\n- catalog: registry.redhat.io/{CATALOG_REPOSITORY}:v4.20\n  packages:\n  - name: aws-load-balancer-operator\n  - name: jaeger-product\n    minVersion: 1.47.1-5\n",
             prewarm::lab::ocp_content::RELEASE_REPOSITORY,
             env.dir.join("sig-source").display(),
             env.dir.join("sig-out").display(),
@@ -282,7 +283,24 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
     let out = copy(&job, &dest.address, &by_orgs);
     assert!(out.status.success());
     let mirror = |r: &str| format!("{}/{}", dest.address, org(r));
-    check_dir(&by_orgs, &plan, &mirror, &c.catalog.digest, &release.digest);
+    let filtered = format!(
+        "{}/cache_registry_redhat_io/{CATALOG_REPOSITORY}",
+        dest.address
+    );
+    let filtered = format!(
+        "{filtered}@{}",
+        dest_digest(&env, &format!("{filtered}:v4.20-filtered"))
+    );
+    assert_ne!(
+        filtered,
+        format!(
+            "{}@{}",
+            mirror(&format!("registry.redhat.io/{CATALOG_REPOSITORY}")),
+            c.catalog.digest
+        )
+    );
+    check_dir(&by_orgs, &plan, &mirror, &filtered, &release.digest);
+    check_filtered_catalog(&env, &c, &filtered, &job);
     let first = files(&by_orgs);
 
     // --to REGISTRY/PREFIX, the directory beside --report by default.
@@ -305,13 +323,12 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
         let r: Reference = format!("{r}:x").parse().unwrap();
         format!("{to}/{}", r.repository())
     };
-    check_dir(
-        &prefixed,
-        &plan,
-        &mirror,
-        &c.catalog.digest,
-        &release.digest,
+    let filtered = format!("{to}/{CATALOG_REPOSITORY}");
+    let filtered = format!(
+        "{filtered}@{}",
+        dest_digest(&env, &format!("{filtered}:v4.20-filtered"))
     );
+    check_dir(&prefixed, &plan, &mirror, &filtered, &release.digest);
 
     // The cache orgs: warm through the front.
     let warmed = env.dir.join("warmed");
@@ -325,7 +342,13 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
     assert!(out.status.success());
     let front = env.lab.front_addr();
     let mirror = |r: &str| format!("{front}/{}", org(r));
-    check_dir(&warmed, &plan, &mirror, &c.catalog.digest, &release.digest);
+    // A cache org is a read-only proxy: warm names the catalog as published.
+    let published = format!(
+        "{}@{}",
+        mirror(&format!("registry.redhat.io/{CATALOG_REPOSITORY}")),
+        c.catalog.digest
+    );
+    check_dir(&warmed, &plan, &mirror, &published, &release.digest);
 
     // A rerun writes the same bytes.
     let out = copy(&job, &dest.address, &by_orgs);
@@ -338,6 +361,218 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
     let out = copy(&nothing, &dest.address, &empty);
     assert_eq!(out.status.code(), Some(1));
     assert!(!empty.exists());
+}
+
+/// `skopeo inspect --raw` of a reference at the lab's TLS destination: the digest of the bytes.
+fn dest_digest(env: &Env, reference: &str) -> String {
+    let out = common::skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        &env.path("certs"),
+        "--authfile",
+        &env.auth.display().to_string(),
+        &format!("docker://{reference}"),
+    ]);
+    assert!(out.status.success(), "{reference}");
+    format!("sha256:{}", common::sha256_hex(&out.stdout))
+}
+
+/// The filtered catalog at `image`, read back with skopeo and with prewarm's own loader:
+/// exactly aws-load-balancer-operator's channel heads and jaeger-product from 1.47.1-5, one head
+/// per channel, no edge to a dropped bundle, the configs label kept, `serve /configs`.
+fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
+    let certs = env.path("certs");
+    let auth = env.auth.display().to_string();
+    let inspect = common::skopeo(&[
+        "inspect",
+        "--config",
+        "--override-arch",
+        "amd64",
+        "--cert-dir",
+        &certs,
+        "--authfile",
+        &auth,
+        &format!("docker://{image}"),
+    ]);
+    assert!(inspect.status.success());
+    let config: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        config["config"]["Labels"]["operators.operatorframework.io.index.configs.v1"],
+        "/configs"
+    );
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["serve", "/configs"])
+    );
+    let raw = common::skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        &certs,
+        "--authfile",
+        &auth,
+        &format!("docker://{image}"),
+    ]);
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        index["manifests"].as_array().unwrap().len(),
+        2,
+        "amd64 and arm64"
+    );
+
+    // The layers: the original's, a whiteout of configs/, the filtered configs.
+    let layout = env.dir.join("filtered-layout");
+    let _ = std::fs::remove_dir_all(&layout);
+    let copy = common::skopeo(&[
+        "copy",
+        "--quiet",
+        "--override-arch",
+        "amd64",
+        "--src-cert-dir",
+        &certs,
+        "--src-authfile",
+        &auth,
+        &format!("docker://{image}"),
+        &format!("dir:{}", layout.display()),
+    ]);
+    assert!(copy.status.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("manifest.json")).unwrap()).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3 + 2, "the original's three layers, then two");
+    let entries = |layer: &serde_json::Value| -> Vec<(String, Vec<u8>)> {
+        let hex = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let bytes = std::fs::read(layout.join(hex)).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        ar.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().display().to_string();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                (path, data)
+            })
+            .collect()
+    };
+    let wh = entries(&layers[3]);
+    assert_eq!(
+        wh.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        [".wh.configs"]
+    );
+    let root = env.dir.join("filtered-configs");
+    let _ = std::fs::remove_dir_all(&root);
+    for (path, data) in entries(&layers[4]) {
+        assert!(path.starts_with("configs/"), "{path}");
+        let target = root.join(&path);
+        if path.ends_with('/') {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::write(&target, data).unwrap();
+        }
+    }
+    let cat =
+        prewarm::sources::fbc::Catalog::load(&root.join("configs"), None, "filtered").unwrap();
+    let bundles: BTreeSet<(String, String)> = cat
+        .packages
+        .values()
+        .flat_map(|p| p.bundles.keys().map(|b| (p.name.clone(), b.clone())))
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        (
+            "aws-load-balancer-operator",
+            "aws-load-balancer-operator.v0.2.0",
+        ),
+        (
+            "aws-load-balancer-operator",
+            "aws-load-balancer-operator.v1.2.0",
+        ),
+        ("jaeger-product", "jaeger-product.v1.47.1-5"),
+        ("jaeger-product", "jaeger-product.v1.51.0-1"),
+    ]
+    .iter()
+    .map(|(p, b)| (p.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(bundles, want);
+    for pkg in cat.packages.values() {
+        assert!(pkg
+            .channels
+            .contains_key(pkg.default_channel.as_deref().unwrap()));
+        for (ch, entries) in &pkg.channels {
+            let names: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+            let referenced: BTreeSet<&str> = entries
+                .iter()
+                .flat_map(|e| e.replaces.iter().chain(e.skips.iter()))
+                .map(String::as_str)
+                .collect();
+            assert!(
+                referenced.is_subset(&names),
+                "{ch}: an edge to a dropped bundle"
+            );
+            assert_eq!(names.difference(&referenced).count(), 1, "{ch}: one head");
+            assert!(names.iter().all(|n| pkg.bundles.contains_key(*n)));
+        }
+    }
+    assert_eq!(
+        cat.packages["aws-load-balancer-operator"]
+            .channels
+            .keys()
+            .collect::<Vec<_>>(),
+        ["stable-v0", "stable-v1"]
+    );
+
+    // prewarm's own catalog reader, through the registry: `full: true` of the filtered catalog
+    // plans exactly the kept bundles' images.
+    let (host, rest) = image.split_once('/').unwrap();
+    let (repo, digest) = rest.split_once('@').unwrap();
+    let base = std::fs::read_to_string(job).unwrap();
+    let base: String = base
+        .lines()
+        .take_while(|l| !l.starts_with("releases:"))
+        .map(|l| {
+            format!(
+                "{l}
+"
+            )
+        })
+        .collect();
+    let reread = env.dir.join("reread.yaml");
+    let text = base.replacen(
+        "registries:\n",
+        &format!(
+            "registries:\n  {host}:\n    ca: {}\n",
+            env.lab.ca_cert.display()
+        ),
+        1,
+    );
+    std::fs::write(
+        &reread,
+        format!("{text}operators:\n- catalog: {host}/{repo}@{digest}\n  full: true\n"),
+    )
+    .unwrap();
+    let out = env.prewarm(&["plan", reread.to_str().unwrap(), "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        std::fs::read_to_string(&reread).unwrap()
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: BTreeSet<String> = plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["source"].as_str().unwrap().to_string())
+        .filter(|s| !s.starts_with(host))
+        .collect();
+    let want: BTreeSet<String> = want
+        .iter()
+        .flat_map(|(_, b)| c.bundles[b].1.clone())
+        .collect();
+    assert_eq!(got, want);
 }
 
 fn job_with_missing_image(env: &Env) -> String {
