@@ -81,7 +81,7 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  prewarm mirror-config --quay mirror.example:8443 --format registries.conf\n  prewarm mirror-config --job job.yaml --format idms --source-policy never-contact-source -o idms.yaml\n  prewarm mirror-config --quay mirror.example:8443 --format machineconfig | oc apply -f -\n\nThe upstreams are the hosts of --domain-list (default image-lists/mirror.domain.list) or of\neverything the job's plan would fetch; each maps to its cache org as the job's `cache.orgs` / `cache_<host>` rule says."
     )]
-    MirrorConfig(crate::mirrorconf::MirrorConfigArgs),
+    MirrorConfig(crate::cluster::mirror_config::MirrorConfigArgs),
     /// Push every image of the plan into a registry's repositories, digests unchanged.
     #[command(
         after_help = "Example:\n  prewarm copy job.yaml --to mirror.example:8443/ocp --report copy.json\n\nExit status: 0 when every image is at the destination, 1 when any image failed, 2 on bad input."
@@ -202,4 +202,9 @@ pub struct RunArgs {
     /// An oc-mirror ImageSetConfiguration (v2alpha1) whose content is added to the job's.
     #[arg(long, value_name = "FILE", conflicts_with = "plan")]
     pub isc: Option<PathBuf>,
+    /// Write the cluster resources (IDMS, ITMS, CatalogSource, ClusterCatalog, signature
+    /// ConfigMaps, UpdateService) for what this run placed (warm) or found (verify) into DIR. Default:
+    /// `cluster-resources/` beside `--report`; with neither, none are written.
+    #[arg(long, value_name = "DIR")]
+    pub cluster_resources: Option<PathBuf>,
 }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod bundle;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod duration;
 pub mod exec;
@@ -16,7 +17,6 @@ pub mod history;
 pub mod job;
 pub mod lock;
 pub mod metrics;
-pub mod mirrorconf;
 pub mod plan;
 pub mod progress;
 pub mod quay;

@@ -36,7 +36,9 @@ fn main() -> ExitCode {
             Command::Verify(args) => commands::run(Executor::Verify, args, &cli.global).await,
             Command::Refresh(args) => commands::refresh(args, &cli.global).await,
             Command::Quay(args) => prewarm::quay::run(args, &cli.global).await,
-            Command::MirrorConfig(args) => prewarm::mirrorconf::run(args, &cli.global).await,
+            Command::MirrorConfig(args) => {
+                prewarm::cluster::mirror_config::run(args, &cli.global).await
+            }
             Command::Copy(args) => commands::transfer::copy(args, &cli.global).await,
             Command::Export(args) => commands::transfer::export(args, &cli.global).await,
             Command::Import(args) => commands::transfer::import(args, &cli.global).await,

@@ -10,6 +10,9 @@ use base64::Engine as _;
 use prewarm::job::Job;
 use prewarm::reference::Reference;
 use serde::Deserialize;
+use shapes::{IcspSpec, IdmsSpec, ItmsSpec, Mirrors, Resource};
+
+mod shapes;
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -204,50 +207,6 @@ fn registries_conf_parses_back_and_sends_each_image_where_the_job_maps_it() {
         ),
         ("mirror.example:8443", Some(true), 0)
     );
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Resource<S> {
-    api_version: String,
-    kind: String,
-    metadata: Metadata,
-    spec: S,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Metadata {
-    name: String,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-}
-
-/// openshift/api ImageDigestMirrors / ImageTagMirrors / RepositoryDigestMirrors.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Mirrors {
-    source: String,
-    mirrors: Vec<String>,
-    mirror_source_policy: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct IdmsSpec {
-    image_digest_mirrors: Vec<Mirrors>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ItmsSpec {
-    image_tag_mirrors: Vec<Mirrors>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct IcspSpec {
-    repository_digest_mirrors: Vec<Mirrors>,
 }
 
 fn check_entries(entries: &[Mirrors], policy: Option<&str>) {

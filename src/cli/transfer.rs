@@ -37,6 +37,11 @@ pub struct CopyArgs {
     /// Resolve tags against the source registries or through the cache.
     #[arg(long, value_enum, value_name = "VIA")]
     pub resolve: Option<ResolveVia>,
+    /// Write the cluster resources (IDMS, ITMS, CatalogSource, ClusterCatalog, signature
+    /// ConfigMaps, UpdateService) for what this run placed into DIR. Default:
+    /// `cluster-resources/` beside `--report`; with neither, none are written.
+    #[arg(long, value_name = "DIR")]
+    pub cluster_resources: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +77,11 @@ pub struct ImportArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write the cluster resources (IDMS, ITMS, CatalogSource, ClusterCatalog, signature
+    /// ConfigMaps, UpdateService) for what this run placed into DIR. Default:
+    /// `cluster-resources/` beside `--report`; with neither, none are written.
+    #[arg(long, value_name = "DIR")]
+    pub cluster_resources: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

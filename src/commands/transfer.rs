@@ -122,6 +122,18 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
     };
     let images = exec::copy::copy(&work, &plan, &dest, &target).await?;
+    let dir =
+        crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref());
+    if let Some(dir) = dir {
+        let placed = Placed {
+            plan: &plan,
+            images: &images,
+            dest: &dest,
+            to: &args.destination.to,
+            target: &target,
+        };
+        write_cluster_resources(Some((&job, &registries)), placed, &dir).await?;
+    }
     finish(Finish {
         command: "copy",
         job: args.job.display().to_string(),
@@ -184,6 +196,49 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
     })
 }
 
+/// What a copy or import hands to the cluster side: where it pushed, and with what.
+struct Placed<'a> {
+    plan: &'a Plan,
+    images: &'a [ImageReport],
+    dest: &'a Destination,
+    to: &'a str,
+    target: &'a Arc<crate::registry::RegistryClient>,
+}
+
+/// Filtered catalogs (a copy, which has the job) and the cluster resources for what a copy or
+/// import placed at `dest`.
+async fn write_cluster_resources(
+    job: Option<(&Job, &Registries)>,
+    placed: Placed<'_>,
+    dir: &Path,
+) -> Result<()> {
+    let dest = placed.dest;
+    let mirror_of =
+        |r: &crate::reference::Reference| format!("{}/{}", dest.host, dest.repository(r));
+    let repository_of = |r: &crate::reference::Reference| dest.repository(r);
+    crate::cluster::after_run::write(&crate::cluster::after_run::AfterRun {
+        job: job.map(|(j, _)| j),
+        plan: placed.plan,
+        reports: placed.images,
+        destination: placed.to,
+        mirror_of: &mirror_of,
+        dir,
+        rebuild: job.map(|(_, registries)| {
+            (
+                registries,
+                crate::cluster::catalog_image::Target {
+                    client: placed.target.clone(),
+                    host: &dest.host,
+                    repository_of: &repository_of,
+                },
+            )
+        }),
+    })
+    .await
+    .context("--cluster-resources")?;
+    Ok(())
+}
+
 /// A job with nothing in it, for commands that read no job file.
 fn empty_job() -> Result<Job> {
     Job::parse("{}", Path::new("(no job)"))
@@ -215,6 +270,18 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
     };
     let plan = exec::import::plan_of(&bundle, &args.dir)?;
     let images = exec::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
+    let dir =
+        crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref());
+    if let Some(dir) = dir {
+        let placed = Placed {
+            plan: &plan,
+            images: &images,
+            dest: &dest,
+            to: &args.destination.to,
+            target: &target,
+        };
+        write_cluster_resources(None, placed, &dir).await?;
+    }
     finish(Finish {
         command: "import",
         job: args.dir.display().to_string(),

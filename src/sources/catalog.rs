@@ -65,39 +65,10 @@ pub async fn select(
     let image = layers::resolve(job, registries, &source)
         .await
         .with_context(|| format!("catalog `{source}`"))?;
-    let Some(label) = image.labels.get(CONFIGS_LABEL) else {
-        bail!("catalog `{source}`: its config has no `{CONFIGS_LABEL}` label (not a file-based catalog)");
-    };
-    let configs = label
-        .trim_start_matches('/')
-        .trim_end_matches('/')
-        .to_string();
-    if configs.is_empty() || configs.split('/').any(|c| c == ".." || c.is_empty()) {
-        bail!("catalog `{source}`: label {CONFIGS_LABEL}=`{label}` is not a directory");
-    }
+    let configs = configs_dir(&image, &source)?;
     let work = work_dir(&source)?;
     let result = async {
-        let merged = work.join("root");
-        std::fs::create_dir_all(&merged)?;
-        for (i, layer) in image.layers.iter().enumerate() {
-            let staging = work.join(format!("layer-{i}"));
-            std::fs::create_dir_all(&staging)?;
-            let (prefix, dir) = (configs.clone(), staging.clone());
-            let whiteouts = layers::with_layer(
-                &image.client,
-                &image.repository,
-                &layer.digest,
-                move |archive| extract(archive, &prefix, &dir),
-            )
-            .await
-            .with_context(|| format!("catalog `{source}`"))?;
-            apply(&merged, &staging, &configs, &whiteouts)?;
-            std::fs::remove_dir_all(&staging)?;
-        }
-        let root = merged.join(&configs);
-        if !root.is_dir() {
-            bail!("catalog `{source}`: no /{configs} directory in its layers");
-        }
+        let root = rebuild_configs(&image, &configs, &work, &source).await?;
         // Dependencies can be in any package: only a selection that skips them can drop the
         // other packages' documents while loading.
         let only: Option<HashSet<String>> = (!op.packages.is_empty() && op.skip_dependencies)
@@ -170,7 +141,54 @@ pub async fn select(
     Ok(out)
 }
 
-fn work_dir(source: &Reference) -> Result<PathBuf> {
+/// The configs directory a catalog image's label names, without leading or trailing `/`.
+pub(crate) fn configs_dir(image: &layers::ResolvedImage, source: &Reference) -> Result<String> {
+    let Some(label) = image.labels.get(CONFIGS_LABEL) else {
+        bail!("catalog `{source}`: its config has no `{CONFIGS_LABEL}` label (not a file-based catalog)");
+    };
+    let configs = label
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string();
+    if configs.is_empty() || configs.split('/').any(|c| c == ".." || c.is_empty()) {
+        bail!("catalog `{source}`: label {CONFIGS_LABEL}=`{label}` is not a directory");
+    }
+    Ok(configs)
+}
+
+/// Rebuild the configs directory of `image` under `work` from its layers, in order, honouring
+/// whiteouts; returns the directory.
+pub(crate) async fn rebuild_configs(
+    image: &layers::ResolvedImage,
+    configs: &str,
+    work: &Path,
+    source: &Reference,
+) -> Result<PathBuf> {
+    let merged = work.join("root");
+    std::fs::create_dir_all(&merged)?;
+    for (i, layer) in image.layers.iter().enumerate() {
+        let staging = work.join(format!("layer-{i}"));
+        std::fs::create_dir_all(&staging)?;
+        let (prefix, dir) = (configs.to_string(), staging.clone());
+        let whiteouts = layers::with_layer(
+            &image.client,
+            &image.repository,
+            &layer.digest,
+            move |archive| extract(archive, &prefix, &dir),
+        )
+        .await
+        .with_context(|| format!("catalog `{source}`"))?;
+        apply(&merged, &staging, configs, &whiteouts)?;
+        std::fs::remove_dir_all(&staging)?;
+    }
+    let root = merged.join(configs);
+    if !root.is_dir() {
+        bail!("catalog `{source}`: no /{configs} directory in its layers");
+    }
+    Ok(root)
+}
+
+pub(crate) fn work_dir(source: &Reference) -> Result<PathBuf> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "prewarm-catalog-{}-{}-{}",

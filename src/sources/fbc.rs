@@ -252,7 +252,7 @@ fn typed<T: serde::de::DeserializeOwned>(doc: serde_json::Value, what: &str) -> 
 }
 
 /// Files under `dir`, sorted, skipping what `.indexignore` files (inherited downwards) name.
-fn walk(
+pub(crate) fn walk(
     root: &Path,
     dir: &Path,
     ignores: &mut Vec<(String, Vec<String>)>,

@@ -107,8 +107,9 @@ pub async fn resolve(
     })
 }
 
+/// A small blob (an image config) in memory; more than 8 MiB is refused.
 #[derive(Default)]
-struct MemorySink(Vec<u8>);
+pub(crate) struct MemorySink(pub(crate) Vec<u8>);
 
 impl BlobSink for MemorySink {
     fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {

@@ -1,4 +1,4 @@
-//! The cluster side of the cache: configuration that sends pulls to the cache orgs.
+//! `prewarm mirror-config`: configuration that sends a cluster's pulls to the cache orgs.
 //!
 //! One [`Mapping`] (upstream prefix → location on the cache, from the job's mapping) rendered
 //! as containers-registries.conf(5) v2, OpenShift's ImageDigestMirrorSet / ImageTagMirrorSet,
@@ -13,6 +13,8 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use serde::Serialize;
 
+pub use super::kube::SourcePolicy;
+use super::kube::{mirror_set, yaml, Metadata, MirrorEntry, MirrorSet, Resource};
 use crate::upstreams::{Mapping, SiteArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,15 +44,6 @@ impl PullFromMirror {
             PullFromMirror::TagOnly => "tag-only",
         }
     }
-}
-
-/// IDMS/ITMS `mirrorSourcePolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-pub enum SourcePolicy {
-    #[value(name = "never-contact-source")]
-    NeverContactSource,
-    #[value(name = "allow-contacting-source")]
-    AllowContactingSource,
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,43 +144,6 @@ pub fn registries_conf(mapping: &Mapping, opts: &Options) -> String {
 }
 
 #[derive(Serialize)]
-struct Metadata {
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    labels: Option<std::collections::BTreeMap<String, String>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Resource<S> {
-    api_version: &'static str,
-    kind: &'static str,
-    metadata: Metadata,
-    spec: S,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MirrorEntry {
-    source: String,
-    mirrors: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mirror_source_policy: Option<SourcePolicy>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct IdmsSpec {
-    image_digest_mirrors: Vec<MirrorEntry>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ItmsSpec {
-    image_tag_mirrors: Vec<MirrorEntry>,
-}
-
-#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct IcspSpec {
     repository_digest_mirrors: Vec<MirrorEntry>,
@@ -205,44 +161,27 @@ fn entries(mapping: &Mapping, policy: Option<SourcePolicy>) -> Vec<MirrorEntry> 
         .collect()
 }
 
-fn yaml<T: Serialize>(value: &T) -> String {
-    serde_yaml_ng::to_string(value).expect("plain structs serialise to YAML")
-}
-
-fn metadata(name: &str) -> Metadata {
-    Metadata {
-        name: name.to_string(),
-        labels: None,
-    }
-}
-
 pub fn idms(mapping: &Mapping, opts: &Options) -> String {
-    yaml(&Resource {
-        api_version: "config.openshift.io/v1",
-        kind: "ImageDigestMirrorSet",
-        metadata: metadata(&opts.name),
-        spec: IdmsSpec {
-            image_digest_mirrors: entries(mapping, opts.source_policy),
-        },
-    })
+    mirror_set(
+        MirrorSet::Digest,
+        &opts.name,
+        entries(mapping, opts.source_policy),
+    )
 }
 
 pub fn itms(mapping: &Mapping, opts: &Options) -> String {
-    yaml(&Resource {
-        api_version: "config.openshift.io/v1",
-        kind: "ImageTagMirrorSet",
-        metadata: metadata(&opts.name),
-        spec: ItmsSpec {
-            image_tag_mirrors: entries(mapping, opts.source_policy),
-        },
-    })
+    mirror_set(
+        MirrorSet::Tag,
+        &opts.name,
+        entries(mapping, opts.source_policy),
+    )
 }
 
 pub fn icsp(mapping: &Mapping, opts: &Options) -> String {
     yaml(&Resource {
         api_version: "operator.openshift.io/v1alpha1",
         kind: "ImageContentSourcePolicy",
-        metadata: metadata(&opts.name),
+        metadata: Metadata::named(&opts.name),
         spec: IcspSpec {
             repository_digest_mirrors: entries(mapping, None),
         },
@@ -322,8 +261,8 @@ pub fn machineconfigs(mapping: &Mapping, opts: &Options) -> String {
             api_version: "machineconfiguration.openshift.io/v1",
             kind: "MachineConfig",
             metadata: Metadata {
-                name: format!("99-{role}-container-registries"),
                 labels: Some(labels),
+                ..Metadata::named(&format!("99-{role}-container-registries"))
             },
             spec: McSpec {
                 config: Ignition {

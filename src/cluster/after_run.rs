@@ -1,0 +1,123 @@
+//! The one call `copy`, `import`, `warm` and `verify` make after their executor returns: from
+//! the plan, the executor's image reports and the destination mapping, rebuild the filtered
+//! catalogs (`copy`) and write the cluster-resources directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::catalog_image;
+use super::resources::{self, PlacedCatalog, Resources};
+use crate::job::Job;
+use crate::plan::Plan;
+use crate::reference::Reference;
+use crate::registry::Registries;
+use crate::report::ImageReport;
+
+/// Where the cluster resources go: `--cluster-resources DIR`, else `cluster-resources/`
+/// beside the `--report` file; with neither, nowhere.
+pub fn dir(flag: Option<&Path>, report: Option<&Path>) -> Option<PathBuf> {
+    match (flag, report) {
+        (Some(d), _) => Some(d.to_path_buf()),
+        (None, Some(r)) => Some(
+            r.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(resources::DEFAULT_DIR),
+        ),
+        (None, None) => None,
+    }
+}
+
+/// What one run hands over.
+pub struct AfterRun<'a> {
+    /// The job (none for `import`, which knows only the bundle).
+    pub job: Option<&'a Job>,
+    pub plan: &'a Plan,
+    pub reports: &'a [ImageReport],
+    /// `REGISTRY[/PREFIX]`, or the cache host for `warm`.
+    pub destination: &'a str,
+    /// Source reference → `host/repository` where the run placed it.
+    pub mirror_of: &'a dyn Fn(&Reference) -> String,
+    pub dir: &'a Path,
+    /// Where to push filtered catalogs, and the registries to read the originals from; none
+    /// where the run has no writable destination (a cache org is a read-only proxy).
+    pub rebuild: Option<(&'a Registries, catalog_image::Target<'a>)>,
+}
+
+/// Collect what was placed, write the directory and say so; returns the files written.
+pub async fn write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
+    let written = collect_and_write(a).await?;
+    if !written.is_empty() {
+        eprintln!(
+            "cluster resources: {} file(s) in {}",
+            written.len(),
+            a.dir.display()
+        );
+    }
+    Ok(written)
+}
+
+async fn collect_and_write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
+    let images = resources::placed(a.plan, a.reports, a.mirror_of);
+    let mut out = Resources {
+        destination: a.destination.to_string(),
+        ..Resources::default()
+    };
+    if let Some(job) = a.job {
+        out.catalogs = catalogs(job, &images, a.rebuild.as_ref()).await?;
+        if let Some(cfg) = &job.signatures {
+            out.signatures = resources::signatures_of(&job.relative(&cfg.output), &images)?;
+        }
+    }
+    out.images = images;
+    resources::write(a.dir, &out.render())
+}
+
+/// The job's catalogs that the run placed, each at its mirror by the digest placed — or, for
+/// a catalog with package filters and a destination to push to, its filtered rebuild.
+async fn catalogs(
+    job: &Job,
+    images: &[resources::Placed],
+    rebuild: Option<&(&Registries, catalog_image::Target<'_>)>,
+) -> Result<Vec<PlacedCatalog>> {
+    let mut out = Vec::new();
+    for (i, op) in job.operators.iter().enumerate() {
+        let what = format!("{}: operators[{i}]", job.path.display());
+        let source: Reference = op
+            .catalog
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{what}.catalog: {e}"))?;
+        let found = images.iter().find(|p| {
+            p.source.repo_path() == source.repo_path()
+                && match (source.digest(), source.tag()) {
+                    (Some(d), _) => &p.digest == d,
+                    (None, t) => p.source.tag() == Some(t.unwrap_or("latest")),
+                }
+        });
+        let Some(p) = found else { continue };
+        match (op.packages.is_empty(), rebuild) {
+            (false, Some((registries, target))) => {
+                let (placed, notes) = catalog_image::rebuild(job, registries, op, &what, target)
+                    .await
+                    .with_context(|| format!("filtered catalog of `{source}`"))?;
+                for n in notes {
+                    eprintln!("note: {n}");
+                }
+                eprintln!("filtered catalog: {}", placed.image);
+                out.push(placed);
+            }
+            (filters, _) => {
+                if !filters {
+                    eprintln!("note: catalog {source}: the CatalogSource names the catalog as published (all its packages): filtered catalogs are pushed by copy only");
+                }
+                out.push(PlacedCatalog {
+                    source,
+                    image: format!("{}@{}", p.mirror, p.digest).parse()?,
+                    filtered: false,
+                });
+            }
+        }
+    }
+    Ok(out)
+}

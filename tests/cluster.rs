@@ -1,0 +1,685 @@
+//! The cluster-resources directory written by `copy` and `warm`: every file parses back as
+//! its openshift/api, OLM or OSUS type (unknown fields refused), names exactly the
+//! repositories the run placed at the mapping's mirrors — cache orgs, `--to REGISTRY`,
+//! `--to REGISTRY/PREFIX` — and a rerun writes the same bytes.
+
+mod common;
+mod shapes;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::{lab, Env};
+use prewarm::lab::ocp_content::{OcpContent, CATALOG_REPOSITORY};
+use prewarm::reference::Reference;
+use serde::Deserialize;
+use shapes::{IdmsSpec, ItmsSpec, Resource};
+
+fn seed_ocp(env: &Env) -> OcpContent {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(env.lab.seed_ocp()).expect("seed OCP content")
+}
+
+/// The lab job's cache and registries, without its image list, plus `extra`.
+fn job(env: &Env, name: &str, extra: &str) -> String {
+    let base = std::fs::read_to_string(&env.job).unwrap();
+    let mut text: String = base
+        .lines()
+        .filter(|l| !l.starts_with("image_lists:") && !l.starts_with("platforms:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!("platforms: [linux/amd64]\n{extra}"));
+    let path = env.dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// operator-framework/api CatalogSourceSpec (the fields prewarm sets).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CatalogSourceSpec {
+    source_type: String,
+    image: String,
+    display_name: String,
+    publisher: String,
+    update_strategy: UpdateStrategy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UpdateStrategy {
+    registry_poll: RegistryPoll,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryPoll {
+    interval: String,
+}
+
+/// operator-framework/operator-controller ClusterCatalogSpec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterCatalogSpec {
+    source: ClusterCatalogSource,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterCatalogSource {
+    #[serde(rename = "type")]
+    kind: String,
+    image: ImageSource,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageSource {
+    #[serde(rename = "ref")]
+    reference: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ConfigMap {
+    api_version: String,
+    kind: String,
+    metadata: serde_json::Value,
+    binary_data: BTreeMap<String, String>,
+}
+
+fn files(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Check one cluster-resources directory against the plan: `mirror_of` maps a source
+/// repository path to where this mode places it.
+fn check_dir(
+    dir: &Path,
+    plan: &serde_json::Value,
+    mirror_of: &dyn Fn(&str) -> String,
+    catalog_image: &str,
+    release_digest: &str,
+) {
+    let files = files(dir);
+    let names: BTreeSet<&str> = files.keys().map(String::as_str).collect();
+    let want_names: BTreeSet<String> = [
+        "idms.yaml".to_string(),
+        "itms.yaml".into(),
+        "catalogsource-cs-redhat-operator-index-v4-20.yaml".into(),
+        "clustercatalog-cc-redhat-operator-index-v4-20.yaml".into(),
+        format!(
+            "signature-sha256-{}.yaml",
+            release_digest.trim_start_matches("sha256:")
+        ),
+    ]
+    .into();
+    assert_eq!(
+        names,
+        want_names.iter().map(String::as_str).collect(),
+        "{}",
+        dir.display()
+    );
+    let sources: Vec<Reference> = plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["source"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let repos: BTreeSet<String> = sources.iter().map(|r| r.repo_path()).collect();
+    let tagged: BTreeSet<String> = sources
+        .iter()
+        .filter(|r| r.tag().is_some())
+        .map(|r| r.repo_path())
+        .collect();
+    assert!(!tagged.is_empty() && tagged.len() < repos.len());
+
+    let idms: Resource<IdmsSpec> = serde_yaml_ng::from_str(&files["idms.yaml"]).unwrap();
+    assert_eq!(
+        (idms.api_version.as_str(), idms.kind.as_str()),
+        ("config.openshift.io/v1", "ImageDigestMirrorSet")
+    );
+    assert!(prewarm::cluster::names::is_label(&idms.metadata.name));
+    let got: BTreeMap<String, Vec<String>> = idms
+        .spec
+        .image_digest_mirrors
+        .into_iter()
+        .map(|m| (m.source, m.mirrors))
+        .collect();
+    let want: BTreeMap<String, Vec<String>> = repos
+        .iter()
+        .map(|r| (r.clone(), vec![mirror_of(r)]))
+        .collect();
+    assert_eq!(got, want, "IDMS: every placed repository, nothing else");
+
+    let itms: Resource<ItmsSpec> = serde_yaml_ng::from_str(&files["itms.yaml"]).unwrap();
+    assert_eq!(itms.kind, "ImageTagMirrorSet");
+    assert_eq!(itms.metadata.name, idms.metadata.name);
+    let got: BTreeSet<String> = itms
+        .spec
+        .image_tag_mirrors
+        .iter()
+        .map(|m| m.source.clone())
+        .collect();
+    assert_eq!(got, tagged, "ITMS: the repositories of images named by tag");
+
+    let catalog_repo = format!("registry.redhat.io/{CATALOG_REPOSITORY}");
+    let cs: Resource<CatalogSourceSpec> =
+        serde_yaml_ng::from_str(&files["catalogsource-cs-redhat-operator-index-v4-20.yaml"])
+            .unwrap();
+    assert_eq!(
+        (cs.api_version.as_str(), cs.kind.as_str()),
+        ("operators.coreos.com/v1alpha1", "CatalogSource")
+    );
+    assert_eq!(cs.metadata.name, "cs-redhat-operator-index-v4-20");
+    assert_eq!(
+        cs.metadata.namespace.as_deref(),
+        Some("openshift-marketplace")
+    );
+    assert_eq!(cs.spec.source_type, "grpc");
+    assert_eq!(cs.spec.image, catalog_image);
+    assert!(cs
+        .spec
+        .image
+        .starts_with(&format!("{}@sha256:", mirror_of(&catalog_repo))));
+    assert!(cs.spec.display_name.contains("redhat-operator-index v4.20"));
+    assert_eq!(cs.spec.publisher, "prewarm");
+    assert_eq!(cs.spec.update_strategy.registry_poll.interval, "24h");
+
+    let cc: Resource<ClusterCatalogSpec> =
+        serde_yaml_ng::from_str(&files["clustercatalog-cc-redhat-operator-index-v4-20.yaml"])
+            .unwrap();
+    assert_eq!(
+        (cc.api_version.as_str(), cc.kind.as_str()),
+        ("olm.operatorframework.io/v1", "ClusterCatalog")
+    );
+    assert_eq!(cc.metadata.namespace, None, "cluster-scoped");
+    assert_eq!(cc.spec.source.kind, "Image");
+    assert_eq!(cc.spec.source.image.reference, cs.spec.image);
+
+    let hex = release_digest.trim_start_matches("sha256:");
+    let cm: ConfigMap =
+        serde_yaml_ng::from_str(&files[&format!("signature-sha256-{hex}.yaml")]).unwrap();
+    assert_eq!(
+        (cm.api_version.as_str(), cm.kind.as_str()),
+        ("v1", "ConfigMap")
+    );
+    assert_eq!(cm.metadata["namespace"], "openshift-config-managed");
+    assert_eq!(
+        cm.metadata["labels"]["release.openshift.io/verification-signatures"],
+        ""
+    );
+    assert_eq!(
+        cm.binary_data.keys().cloned().collect::<Vec<_>>(),
+        [format!("sha256-{hex}-1"), format!("sha256-{hex}-2")]
+    );
+}
+
+#[test]
+fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
+    let mut env = lab("cluster-resources");
+    let c = seed_ocp(&env);
+    let dest = env.lab.start_registry("clusterdest").unwrap();
+    // The lab user for the destination too.
+    let mut auth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&env.auth).unwrap()).unwrap();
+    auth["auths"][&dest.address] = auth["auths"]["registry.redhat.io"].clone();
+    std::fs::write(&env.auth, serde_json::to_vec(&auth).unwrap()).unwrap();
+    let ca = env.lab.ca_cert.display().to_string();
+    let copy = |job: &str, to: &str, dir: &Path| {
+        env.prewarm(&[
+            "copy",
+            job,
+            "--to",
+            to,
+            "--to-ca",
+            &ca,
+            "--cluster-resources",
+            dir.to_str().unwrap(),
+        ])
+    };
+
+    // Two signatures of the release, kept locally as the mirror lays them out.
+    let release = &c.releases["4.20.2"];
+    let hex = release.digest.trim_start_matches("sha256:");
+    let sigs = env.dir.join("sig-source").join(format!("sha256={hex}"));
+    std::fs::create_dir_all(&sigs).unwrap();
+    std::fs::write(sigs.join("signature-1"), b"first").unwrap();
+    std::fs::write(sigs.join("signature-2"), b"second").unwrap();
+    let job = job(
+        &env,
+        "cluster.yaml",
+        &format!(
+            "releases:\n- quay.io/{}:4.20.2-x86_64\n\
+             signatures:\n  source: {}\n  output: {}\n\
+             operators:\n- catalog: registry.redhat.io/{CATALOG_REPOSITORY}:v4.20\n  packages:\n  - name: aws-load-balancer-operator\n  - name: jaeger-product\n    minVersion: 1.47.1-5\n",
+            prewarm::lab::ocp_content::RELEASE_REPOSITORY,
+            env.dir.join("sig-source").display(),
+            env.dir.join("sig-out").display(),
+        ),
+    );
+    let out = env.prewarm(&["plan", &job, "-o", "json"]);
+    assert!(out.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let org = |repo_path: &str| {
+        let (host, rest) = repo_path.split_once('/').unwrap();
+        format!("{}/{rest}", prewarm::job::default_org(host))
+    };
+    // --to REGISTRY: the cache-org mapping on the destination.
+    let by_orgs = env.dir.join("orgs");
+    let out = copy(&job, &dest.address, &by_orgs);
+    assert!(out.status.success());
+    let mirror = |r: &str| format!("{}/{}", dest.address, org(r));
+    let filtered = format!(
+        "{}/cache_registry_redhat_io/{CATALOG_REPOSITORY}",
+        dest.address
+    );
+    let filtered = format!(
+        "{filtered}@{}",
+        dest_digest(&env, &format!("{filtered}:v4.20-filtered"))
+    );
+    assert_ne!(
+        filtered,
+        format!(
+            "{}@{}",
+            mirror(&format!("registry.redhat.io/{CATALOG_REPOSITORY}")),
+            c.catalog.digest
+        )
+    );
+    check_dir(&by_orgs, &plan, &mirror, &filtered, &release.digest);
+    check_filtered_catalog(&env, &c, &filtered, &job);
+    let first = files(&by_orgs);
+
+    // --to REGISTRY/PREFIX, the directory beside --report by default.
+    let report = env.dir.join("prefixed").join("copy.json");
+    std::fs::create_dir_all(report.parent().unwrap()).unwrap();
+    let to = format!("{}/site/mirror", dest.address);
+    let out = env.prewarm(&[
+        "copy",
+        &job,
+        "--to",
+        &to,
+        "--to-ca",
+        &ca,
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let prefixed = env.dir.join("prefixed").join("cluster-resources");
+    let mirror = |r: &str| {
+        let r: Reference = format!("{r}:x").parse().unwrap();
+        format!("{to}/{}", r.repository())
+    };
+    let filtered = format!("{to}/{CATALOG_REPOSITORY}");
+    let filtered = format!(
+        "{filtered}@{}",
+        dest_digest(&env, &format!("{filtered}:v4.20-filtered"))
+    );
+    check_dir(&prefixed, &plan, &mirror, &filtered, &release.digest);
+
+    // The cache orgs: warm through the front.
+    let warmed = env.dir.join("warmed");
+    let out = env.prewarm(&[
+        "warm",
+        &job,
+        "--no-state",
+        "--cluster-resources",
+        warmed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let front = env.lab.front_addr();
+    let mirror = |r: &str| format!("{front}/{}", org(r));
+    // A cache org is a read-only proxy: warm names the catalog as published.
+    let published = format!(
+        "{}@{}",
+        mirror(&format!("registry.redhat.io/{CATALOG_REPOSITORY}")),
+        c.catalog.digest
+    );
+    check_dir(&warmed, &plan, &mirror, &published, &release.digest);
+
+    // A rerun writes the same bytes.
+    let out = copy(&job, &dest.address, &by_orgs);
+    assert!(out.status.success());
+    assert_eq!(files(&by_orgs), first);
+
+    // A run that placed nothing writes nothing.
+    let nothing = job_with_missing_image(&env);
+    let empty = env.dir.join("empty");
+    let out = copy(&nothing, &dest.address, &empty);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!empty.exists());
+}
+
+/// `skopeo inspect --raw` of a reference at the lab's TLS destination: the digest of the bytes.
+fn dest_digest(env: &Env, reference: &str) -> String {
+    let out = common::skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        &env.path("certs"),
+        "--authfile",
+        &env.auth.display().to_string(),
+        &format!("docker://{reference}"),
+    ]);
+    assert!(out.status.success(), "{reference}");
+    format!("sha256:{}", common::sha256_hex(&out.stdout))
+}
+
+/// The filtered catalog at `image`, read back with skopeo and with prewarm's own loader:
+/// exactly aws-load-balancer-operator's channel heads and jaeger-product from 1.47.1-5, one head
+/// per channel, no edge to a dropped bundle, the configs label kept, `serve /configs`.
+fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
+    let certs = env.path("certs");
+    let auth = env.auth.display().to_string();
+    let inspect = common::skopeo(&[
+        "inspect",
+        "--config",
+        "--override-arch",
+        "amd64",
+        "--cert-dir",
+        &certs,
+        "--authfile",
+        &auth,
+        &format!("docker://{image}"),
+    ]);
+    assert!(inspect.status.success());
+    let config: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        config["config"]["Labels"]["operators.operatorframework.io.index.configs.v1"],
+        "/configs"
+    );
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["serve", "/configs"])
+    );
+    let raw = common::skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        &certs,
+        "--authfile",
+        &auth,
+        &format!("docker://{image}"),
+    ]);
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        index["manifests"].as_array().unwrap().len(),
+        2,
+        "amd64 and arm64"
+    );
+
+    // The layers: the original's, a whiteout of configs/, the filtered configs.
+    let layout = env.dir.join("filtered-layout");
+    let _ = std::fs::remove_dir_all(&layout);
+    let copy = common::skopeo(&[
+        "copy",
+        "--quiet",
+        "--override-arch",
+        "amd64",
+        "--src-cert-dir",
+        &certs,
+        "--src-authfile",
+        &auth,
+        &format!("docker://{image}"),
+        &format!("dir:{}", layout.display()),
+    ]);
+    assert!(copy.status.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("manifest.json")).unwrap()).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3 + 2, "the original's three layers, then two");
+    let entries = |layer: &serde_json::Value| -> Vec<(String, Vec<u8>)> {
+        let hex = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let bytes = std::fs::read(layout.join(hex)).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        ar.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().display().to_string();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                (path, data)
+            })
+            .collect()
+    };
+    let wh = entries(&layers[3]);
+    assert_eq!(
+        wh.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        [".wh.configs"]
+    );
+    let root = env.dir.join("filtered-configs");
+    let _ = std::fs::remove_dir_all(&root);
+    for (path, data) in entries(&layers[4]) {
+        assert!(path.starts_with("configs/"), "{path}");
+        let target = root.join(&path);
+        if path.ends_with('/') {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::write(&target, data).unwrap();
+        }
+    }
+    let cat =
+        prewarm::sources::fbc::Catalog::load(&root.join("configs"), None, "filtered").unwrap();
+    let bundles: BTreeSet<(String, String)> = cat
+        .packages
+        .values()
+        .flat_map(|p| p.bundles.keys().map(|b| (p.name.clone(), b.clone())))
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        (
+            "aws-load-balancer-operator",
+            "aws-load-balancer-operator.v0.2.0",
+        ),
+        (
+            "aws-load-balancer-operator",
+            "aws-load-balancer-operator.v1.2.0",
+        ),
+        ("jaeger-product", "jaeger-product.v1.47.1-5"),
+        ("jaeger-product", "jaeger-product.v1.51.0-1"),
+    ]
+    .iter()
+    .map(|(p, b)| (p.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(bundles, want);
+    for pkg in cat.packages.values() {
+        assert!(pkg
+            .channels
+            .contains_key(pkg.default_channel.as_deref().unwrap()));
+        for (ch, entries) in &pkg.channels {
+            let names: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+            let referenced: BTreeSet<&str> = entries
+                .iter()
+                .flat_map(|e| e.replaces.iter().chain(e.skips.iter()))
+                .map(String::as_str)
+                .collect();
+            assert!(
+                referenced.is_subset(&names),
+                "{ch}: an edge to a dropped bundle"
+            );
+            assert_eq!(names.difference(&referenced).count(), 1, "{ch}: one head");
+            assert!(names.iter().all(|n| pkg.bundles.contains_key(*n)));
+        }
+    }
+    assert_eq!(
+        cat.packages["aws-load-balancer-operator"]
+            .channels
+            .keys()
+            .collect::<Vec<_>>(),
+        ["stable-v0", "stable-v1"]
+    );
+
+    // prewarm's own catalog reader, through the registry: `full: true` of the filtered catalog
+    // plans exactly the kept bundles' images.
+    let (host, rest) = image.split_once('/').unwrap();
+    let (repo, digest) = rest.split_once('@').unwrap();
+    let base = std::fs::read_to_string(job).unwrap();
+    let base: String = base
+        .lines()
+        .take_while(|l| !l.starts_with("releases:"))
+        .map(|l| {
+            format!(
+                "{l}
+"
+            )
+        })
+        .collect();
+    let reread = env.dir.join("reread.yaml");
+    let text = base.replacen(
+        "registries:\n",
+        &format!(
+            "registries:\n  {host}:\n    ca: {}\n",
+            env.lab.ca_cert.display()
+        ),
+        1,
+    );
+    std::fs::write(
+        &reread,
+        format!("{text}operators:\n- catalog: {host}/{repo}@{digest}\n  full: true\n"),
+    )
+    .unwrap();
+    let out = env.prewarm(&["plan", reread.to_str().unwrap(), "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        std::fs::read_to_string(&reread).unwrap()
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: BTreeSet<String> = plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["source"].as_str().unwrap().to_string())
+        .filter(|s| !s.starts_with(host))
+        .collect();
+    let want: BTreeSet<String> = want
+        .iter()
+        .flat_map(|(_, b)| c.bundles[b].1.clone())
+        .collect();
+    assert_eq!(got, want);
+}
+
+fn job_with_missing_image(env: &Env) -> String {
+    job(
+        env,
+        "nothing.yaml",
+        "images:\n- quay.io/openshift-release-dev/ocp-release:0.0.0-none\n",
+    )
+}
+
+/// Hand-reviewed golden files for the three mapping modes, rendered from fixed data: a
+/// release by tag and digest with a component and its signature, a catalog, a graph image.
+/// Regenerate with PREWARM_UPDATE_GOLDEN=1, then review the diff.
+#[test]
+fn golden_cluster_resources_for_each_mapping_mode() {
+    use prewarm::cluster::resources::{Placed, PlacedCatalog, PlacedGraph, Resources};
+    let d = |c: char| -> prewarm::reference::Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    };
+    let release: Reference = format!(
+        "quay.io/openshift-release-dev/ocp-release:4.20.2-x86_64@{}",
+        d('a')
+    )
+    .parse()
+    .unwrap();
+    let component: Reference = format!("quay.io/openshift-release-dev/ocp-v4.0-art-dev@{}", d('b'))
+        .parse()
+        .unwrap();
+    let catalog: Reference = "registry.redhat.io/redhat/redhat-operator-index:v4.20"
+        .parse()
+        .unwrap();
+    let update = std::env::var_os("PREWARM_UPDATE_GOLDEN").is_some();
+    type MirrorOf<'a> = &'a dyn Fn(&Reference) -> String;
+    let modes: [(&str, &str, MirrorOf); 3] = [
+        ("cache-orgs", "mirror.example:8443", &|r: &Reference| {
+            format!(
+                "mirror.example:8443/{}/{}",
+                prewarm::job::default_org(r.registry()),
+                r.repository()
+            )
+        }),
+        ("registry", "site.example:5000", &|r: &Reference| {
+            format!(
+                "site.example:5000/{}/{}",
+                prewarm::job::default_org(r.registry()),
+                r.repository()
+            )
+        }),
+        (
+            "registry-prefix",
+            "site.example:5000/ocp",
+            &|r: &Reference| format!("site.example:5000/ocp/{}", r.repository()),
+        ),
+    ];
+    for (mode, destination, mirror_of) in modes {
+        let placed = |r: &Reference, digest, origin: &str| Placed {
+            source: r.clone(),
+            digest,
+            mirror: mirror_of(r),
+            origin: origin.into(),
+        };
+        let resources = Resources {
+            destination: destination.into(),
+            images: vec![
+                placed(&release, d('a'), "release 4.20.2 (job.yaml: releases[0])"),
+                placed(&component, d('b'), "release 4.20.2 component cli"),
+                placed(
+                    &catalog,
+                    d('c'),
+                    "catalog registry.redhat.io/redhat/redhat-operator-index:v4.20",
+                ),
+            ],
+            catalogs: vec![PlacedCatalog {
+                source: catalog.clone(),
+                image: format!("{}@{}", mirror_of(&catalog), d('c'))
+                    .parse()
+                    .unwrap(),
+                filtered: true,
+            }],
+            graph: Some(PlacedGraph {
+                image: format!(
+                    "{}@{}",
+                    mirror_of(&"quay.io/openshift/graph-data:prewarm".parse().unwrap()),
+                    d('e')
+                )
+                .parse()
+                .unwrap(),
+                releases: mirror_of(&release),
+            }),
+            signatures: [(d('a'), vec![b"sig-1".to_vec()])].into(),
+        };
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/cluster-resources")
+            .join(mode);
+        let rendered = resources.render();
+        if update {
+            let _ = std::fs::remove_dir_all(&dir);
+            prewarm::cluster::resources::write(&dir, &rendered).unwrap();
+            continue;
+        }
+        assert_eq!(
+            rendered,
+            files(&dir),
+            "{} differs from the golden files",
+            dir.display()
+        );
+    }
+}
