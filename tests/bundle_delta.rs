@@ -363,6 +363,29 @@ fn a_since_last_chain_carries_exactly_the_change_and_needs_its_base_at_the_desti
         &env.path("far-state.db"),
     ]);
     assert!(out.status.success());
+    // The far site, offline, inventories itself against the bundle's own image list.
+    for (registry, whole) in [
+        (to.clone(), true),
+        (format!("{}/mirror", empty.address), false),
+    ] {
+        let inventory = env.path("bundle-inventory.json");
+        let out = env.prewarm(&[
+            "inventory",
+            "--registry",
+            &registry,
+            "--bundle",
+            first.to_str().unwrap(),
+            "--ca",
+            &ca(&env),
+            "-o",
+            &inventory,
+        ]);
+        assert!(out.status.success());
+        let inv = read_report(Path::new(&inventory));
+        let images = inv["images"].as_object().unwrap();
+        assert_eq!(images.len(), b1["images"].as_array().unwrap().len());
+        assert!(images.values().all(|i| i["whole"] == whole), "{inv:#}");
+    }
     let s = prewarm::state::State::open(Path::new(&state)).unwrap();
     let shipped = s.shipped_to("far").unwrap();
     let shipped_blobs: BTreeSet<String> = shipped
