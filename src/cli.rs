@@ -8,7 +8,8 @@ pub use crate::job::ResolveVia;
 
 mod transfer;
 pub use transfer::{
-    parse_size, BundleCommand, CopyArgs, DestinationArgs, ExportArgs, ImportArgs, InventoryArgs,
+    parse_jobs, parse_segment_size, parse_size, BundleCommand, CopyArgs, DestinationArgs,
+    ExportArgs, ImportArgs, InventoryArgs, ShippedArgs,
 };
 
 /// Warm a pull-through registry cache (Quay cache orgs) with everything an OpenShift cluster
@@ -129,7 +130,7 @@ pub struct RefreshArgs {
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Transfers at once (default: the job's `concurrency`).
-    #[arg(long, short, value_name = "N")]
+    #[arg(long, short, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<usize>,
     /// Resolve tags against the source registries or through the cache (default: the job's
     /// `resolve`).
@@ -154,7 +155,7 @@ pub struct PlanArgs {
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Transfers at once (default: the job's `concurrency`).
-    #[arg(long, short, value_name = "N")]
+    #[arg(long, short, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<usize>,
     /// Resolve tags against the source registries or through the cache (default: the job's
     /// `resolve`, itself `source` by default).
@@ -174,7 +175,7 @@ pub struct RunArgs {
     /// The job file (YAML).
     pub job: PathBuf,
     /// Transfers at once (default: the job's `concurrency`).
-    #[arg(long, short, value_name = "N")]
+    #[arg(long, short, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<usize>,
     /// Write the JSON report here (see the README for its schema).
     #[arg(long, value_name = "FILE")]

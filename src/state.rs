@@ -57,6 +57,18 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL,
         at INTEGER NOT NULL
     );",
+    // 4: what kind each shipped digest is (a manifest or a blob) and which bundle carried it,
+    // and the bundles exported per site, so `export --since-last SITE` builds on the last one.
+    "ALTER TABLE shipped ADD COLUMN kind TEXT NOT NULL DEFAULT 'blob';
+    ALTER TABLE shipped ADD COLUMN bundle TEXT;
+    CREATE TABLE bundles (
+        id TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        dir TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX bundles_by_site ON bundles (site, at);",
 ];
 
 pub struct State {
@@ -158,6 +170,160 @@ impl State {
     }
 }
 
+/// What a digest shipped to a site is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShippedKind {
+    Blob,
+    Manifest,
+}
+
+impl ShippedKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ShippedKind::Blob => "blob",
+            ShippedKind::Manifest => "manifest",
+        }
+    }
+}
+
+/// One digest shipped to a site: where it went (a repository of the site's registry, or for
+/// a bundle the source repository `host/path` its image came from) and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShippedItem {
+    pub repository: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub kind: ShippedKind,
+}
+
+/// A bundle exported for a site: its id and the sha256 of its `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShippedBundle {
+    pub id: String,
+    pub digest: Digest,
+    pub dir: String,
+    pub at: i64,
+}
+
+impl State {
+    /// Record what one run shipped to `site`, in one transaction (`bundle`: the bundle that
+    /// carried it, for export).
+    pub fn record_shipped_items(
+        &self,
+        site: &str,
+        bundle: Option<&str>,
+        items: &[ShippedItem],
+    ) -> Result<()> {
+        let mut conn = self.conn.lock().expect("state lock");
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO shipped (destination, repository, digest, size, at, kind, bundle)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (destination, repository, digest) DO UPDATE SET
+                   size = excluded.size, at = excluded.at, kind = excluded.kind,
+                   bundle = excluded.bundle",
+            )?;
+            let at = now();
+            for i in items {
+                stmt.execute(params![
+                    site,
+                    i.repository,
+                    i.digest.as_str(),
+                    i.size as i64,
+                    at,
+                    i.kind.as_str(),
+                    bundle
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Everything ever shipped to `site`.
+    pub fn shipped_to(&self, site: &str) -> Result<Vec<ShippedItem>> {
+        let conn = self.conn.lock().expect("state lock");
+        let mut stmt = conn.prepare(
+            "SELECT repository, digest, size, kind FROM shipped WHERE destination = ?1
+             ORDER BY repository, digest",
+        )?;
+        let rows = stmt
+            .query_map(params![site], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(repository, digest, size, kind)| {
+                Ok(ShippedItem {
+                    repository,
+                    digest: digest
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("state: shipped digest `{digest}`: {e:?}"))?,
+                    size: size.max(0) as u64,
+                    kind: if kind == "manifest" {
+                        ShippedKind::Manifest
+                    } else {
+                        ShippedKind::Blob
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Record a bundle exported for `site`.
+    pub fn record_bundle(&self, site: &str, bundle: &ShippedBundle) -> Result<()> {
+        let conn = self.conn.lock().expect("state lock");
+        conn.execute(
+            "INSERT INTO bundles (id, site, digest, dir, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                bundle.id,
+                site,
+                bundle.digest.as_str(),
+                bundle.dir,
+                bundle.at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The last bundle exported for `site`.
+    pub fn last_bundle(&self, site: &str) -> Result<Option<ShippedBundle>> {
+        let conn = self.conn.lock().expect("state lock");
+        let row = conn
+            .query_row(
+                "SELECT id, digest, dir, at FROM bundles WHERE site = ?1
+                 ORDER BY at DESC, rowid DESC LIMIT 1",
+                params![site],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(id, digest, dir, at)| {
+            Ok(ShippedBundle {
+                id,
+                digest: digest
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("state: bundle digest `{digest}`: {e:?}"))?,
+                dir,
+                at,
+            })
+        })
+        .transpose()
+    }
+}
+
 impl State {
     /// Run a closure on the connection (the history module's queries live beside it).
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -193,6 +359,45 @@ mod tests {
         assert!(s.is_warm("c", "r", &d).unwrap());
         s.forget_warm("c", "r", &d).unwrap();
         assert!(!s.is_warm("c", "r", &d).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shipped_items_and_bundles_per_site() {
+        let dir = std::env::temp_dir().join(format!("prewarm-shipped-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = State::open(&dir.join("s.db")).unwrap();
+        let (a, b) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
+        let items = [
+            ShippedItem {
+                repository: "quay.io/x".into(),
+                digest: a.clone(),
+                size: 1,
+                kind: ShippedKind::Blob,
+            },
+            ShippedItem {
+                repository: "quay.io/x".into(),
+                digest: b.clone(),
+                size: 2,
+                kind: ShippedKind::Manifest,
+            },
+        ];
+        s.record_shipped_items("far", Some("b1"), &items).unwrap();
+        let mut got = s.shipped_to("far").unwrap();
+        got.sort_by_key(|i| i.size);
+        assert_eq!(got, items.to_vec());
+        assert!(s.shipped_to("near").unwrap().is_empty());
+        assert_eq!(s.last_bundle("far").unwrap(), None);
+        for (id, at) in [("b1", 10), ("b2", 20)] {
+            let bundle = ShippedBundle {
+                id: id.into(),
+                digest: a.clone(),
+                dir: "/x".into(),
+                at,
+            };
+            s.record_bundle("far", &bundle).unwrap();
+        }
+        assert_eq!(s.last_bundle("far").unwrap().unwrap().id, "b2");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

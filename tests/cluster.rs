@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::{lab, Env};
-use prewarm::lab::ocp_content::{OcpContent, CATALOG_REPOSITORY};
+use prewarm_lab::ocp_content::{OcpContent, CATALOG_REPOSITORY};
 use prewarm::reference::Reference;
 use serde::Deserialize;
 use shapes::{IdmsSpec, ItmsSpec, Resource};
@@ -265,7 +265,7 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
             "releases:\n- quay.io/{}:4.20.2-x86_64\n\
              signatures:\n  source: {}\n  output: {}\n\
              operators:\n- catalog: registry.redhat.io/{CATALOG_REPOSITORY}:v4.20\n  packages:\n  - name: aws-load-balancer-operator\n  - name: jaeger-product\n    minVersion: 1.47.1-5\n",
-            prewarm::lab::ocp_content::RELEASE_REPOSITORY,
+            prewarm_lab::ocp_content::RELEASE_REPOSITORY,
             env.dir.join("sig-source").display(),
             env.dir.join("sig-out").display(),
         ),

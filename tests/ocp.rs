@@ -667,7 +667,7 @@ fn graph_and_signatures_from_an_update_service_url() {
 /// refused before anything is read, naming the file and the package.
 #[test]
 fn selection_rules_match_oc_mirror() {
-    use prewarm::lab::ocp_content::{seed_selection_catalog, SELECTION_REPOSITORY};
+    use prewarm_lab::ocp_content::{seed_selection_catalog, SELECTION_REPOSITORY};
     let env = lab("ocp-selection");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

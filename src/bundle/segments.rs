@@ -1,9 +1,10 @@
 //! Segment files: one byte stream (the zstd-compressed tar) cut into files of at most
 //! `segment_size` bytes, for media with a file size limit (FAT32, DVD).
 //!
-//! A segment is written to `.bundle.NNNN.tar.zst.part` while hashed, then synced and renamed
-//! to `bundle.NNNN.tar.zst` only when complete: a name without `.part` is always a whole,
-//! checksummed segment. Reading chains the segments back into one stream, checking each
+//! A segment is written to `.bundle.NNNN.tar.zst.part` while hashed, and synced when full; all
+//! keep that name until the whole export has succeeded, when [`publish`] renames them to
+//! `bundle.NNNN.tar.zst` just before `bundle.json` is written: an export that fails or is
+//! stopped leaves nothing under a final name. Reading chains the segments back into one stream, checking each
 //! segment's size and sha256 as it goes; [`verify`] checks them all up front.
 
 use std::fs::File;
@@ -15,12 +16,68 @@ use sha2::{Digest as _, Sha256};
 
 use super::Segment;
 
+/// The smallest `--segment-size` (smaller would mean thousands of files for a small bundle).
+pub const MIN_SEGMENT_SIZE: u64 = 1 << 20;
+
 pub fn segment_name(n: usize) -> String {
     format!("bundle.{n:04}.tar.zst")
 }
 
+fn part_of(name: &str) -> String {
+    format!(".{name}.part")
+}
+
 fn part_name(n: usize) -> String {
-    format!(".{}.part", segment_name(n))
+    part_of(&segment_name(n))
+}
+
+/// An io error that names the file it happened on (the OS error kept).
+fn on_file(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Rename every finished segment from its temp name to its final name. On failure, every
+/// segment (temp or final) is removed and the error names the file and the OS error.
+pub fn publish(dir: &Path, segments: &[Segment]) -> Result<()> {
+    for s in segments {
+        let (from, to) = (dir.join(part_of(&s.name)), dir.join(&s.name));
+        if let Err(e) = std::fs::rename(&from, &to) {
+            remove_partial(dir);
+            bail!("cannot rename {} to {}: {e}", from.display(), to.display());
+        }
+    }
+    Ok(())
+}
+
+/// Whether a writer error only says the stream it was fed stopped (not why).
+pub fn is_abort(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionAborted)
+    })
+}
+
+/// An export into `dir` failed: remove its segments; the error says so.
+pub fn failed(dir: &Path, e: anyhow::Error) -> anyhow::Error {
+    remove_partial(dir);
+    e.context(format!(
+        "export into {} failed; its segments were removed",
+        dir.display()
+    ))
+}
+
+/// Remove the segment files (temp or final) of an export that did not complete.
+pub fn remove_partial(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name.trim_start_matches('.').starts_with("bundle.")
+                && (name.ends_with(".tar.zst") || name.ends_with(".tar.zst.part"));
+            if ours {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Writes one stream into segment files.
@@ -47,11 +104,11 @@ impl SegmentWriter {
 
     fn close_current(&mut self) -> io::Result<()> {
         if let Some((file, hasher, size)) = self.current.take() {
-            file.sync_all()?;
-            drop(file);
             let n = self.done.len();
+            let path = self.dir.join(part_name(n));
+            file.sync_all().map_err(|e| on_file(&path, e))?;
+            drop(file);
             let name = segment_name(n);
-            std::fs::rename(self.dir.join(part_name(n)), self.dir.join(&name))?;
             self.done.push(Segment {
                 name,
                 size,
@@ -61,7 +118,8 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Close the last segment; the list of segments written.
+    /// Close the last segment; the list of segments written (still under their temp names:
+    /// [`publish`] renames them).
     pub fn finish(mut self) -> io::Result<Vec<Segment>> {
         self.close_current()?;
         Ok(std::mem::take(&mut self.done))
@@ -82,11 +140,15 @@ impl Write for SegmentWriter {
         }
         if self.current.is_none() {
             let path = self.dir.join(part_name(self.done.len()));
-            self.current = Some((File::create(&path)?, Sha256::new(), 0));
+            let file = File::create(&path).map_err(|e| on_file(&path, e))?;
+            self.current = Some((file, Sha256::new(), 0));
         }
+        let n_done = self.done.len();
         let (file, hasher, size) = self.current.as_mut().expect("current segment");
         let room = (self.limit - *size).min(buf.len() as u64) as usize;
-        let n = file.write(&buf[..room])?;
+        let n = file
+            .write(&buf[..room])
+            .map_err(|e| on_file(&self.dir.join(part_name(n_done)), e))?;
         hasher.update(&buf[..n]);
         *size += n as u64;
         Ok(n)
@@ -94,7 +156,9 @@ impl Write for SegmentWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.current {
-            Some((f, _, _)) => f.flush(),
+            Some((f, _, _)) => f
+                .flush()
+                .map_err(|e| on_file(&self.dir.join(part_name(self.done.len())), e)),
             None => Ok(()),
         }
     }
@@ -132,6 +196,15 @@ impl std::fmt::Display for SegmentProblem {
 /// Check every segment's size, then its sha256: every problem, by segment name, in order.
 /// Segments are hashed on as many threads as there are cores (a DVD set has dozens).
 pub fn verify(dir: &Path, segments: &[Segment]) -> Vec<(String, SegmentProblem)> {
+    verify_with(dir, segments, &|_, _| {})
+}
+
+/// [`verify`], calling `hashed(segment name, bytes)` as bytes are hashed (for progress lines).
+pub fn verify_with(
+    dir: &Path,
+    segments: &[Segment],
+    hashed: &(dyn Fn(&str, u64) + Sync),
+) -> Vec<(String, SegmentProblem)> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -144,7 +217,7 @@ pub fn verify(dir: &Path, segments: &[Segment]) -> Vec<(String, SegmentProblem)>
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(s) = segments.get(i) else { return };
-                if let Some(p) = check(dir, s) {
+                if let Some(p) = check(dir, s, hashed) {
                     found
                         .lock()
                         .expect("problems lock")
@@ -158,7 +231,7 @@ pub fn verify(dir: &Path, segments: &[Segment]) -> Vec<(String, SegmentProblem)>
     found.into_iter().map(|(_, n, p)| (n, p)).collect()
 }
 
-fn check(dir: &Path, s: &Segment) -> Option<SegmentProblem> {
+fn check(dir: &Path, s: &Segment, hashed: &(dyn Fn(&str, u64) + Sync)) -> Option<SegmentProblem> {
     let path = dir.join(&s.name);
     let size = match std::fs::metadata(&path) {
         Ok(m) => m.len(),
@@ -176,14 +249,14 @@ fn check(dir: &Path, s: &Segment) -> Option<SegmentProblem> {
             expected: s.size,
         });
     }
-    match sha256_file(&path) {
+    match sha256_file(&path, &|n| hashed(&s.name, n)) {
         Ok(h) if h == s.sha256 => None,
         Ok(h) => Some(SegmentProblem::Corrupted { sha256: h }),
         Err(_) => Some(SegmentProblem::Missing),
     }
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
+fn sha256_file(path: &Path, hashed: &dyn Fn(u64)) -> io::Result<String> {
     let mut f = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -193,6 +266,7 @@ fn sha256_file(path: &Path) -> io::Result<String> {
             break;
         }
         hasher.update(&buf[..n]);
+        hashed(n as u64);
     }
     Ok(hex::encode(hasher.finalize()))
 }
@@ -267,6 +341,9 @@ mod tests {
             w.write_all(chunk).unwrap();
         }
         let segs = w.finish().unwrap();
+        // Nothing under a final name until published.
+        assert!(!dir.join(&segs[0].name).exists());
+        publish(&dir, &segs).unwrap();
         assert_eq!(segs.len(), 4);
         assert!(segs.iter().all(|s| s.size <= 3000));
         assert_eq!(segs.iter().map(|s| s.size).sum::<u64>(), 10_000);

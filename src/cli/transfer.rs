@@ -29,7 +29,7 @@ pub struct CopyArgs {
     #[command(flatten)]
     pub destination: DestinationArgs,
     /// Transfers at once (default: the job's `concurrency`).
-    #[arg(long, short, value_name = "N")]
+    #[arg(long, short, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<usize>,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
@@ -42,6 +42,20 @@ pub struct CopyArgs {
     /// `cluster-resources/` beside `--report`; with neither, none are written.
     #[arg(long, value_name = "DIR")]
     pub cluster_resources: Option<PathBuf>,
+    #[command(flatten)]
+    pub shipped: ShippedArgs,
+}
+
+/// Where copy, export and import record what they shipped.
+#[derive(Debug, Args)]
+pub struct ShippedArgs {
+    /// The site name what this run ships is recorded under in the state's `shipped` table
+    /// (default for copy and import: the `--to` value; export records only with a site).
+    #[arg(long, value_name = "NAME")]
+    pub site: Option<String>,
+    /// The state database. Default: $XDG_STATE_HOME/prewarm/state.db.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -51,18 +65,24 @@ pub struct ExportArgs {
     /// The bundle directory to write (created; must not hold a bundle already).
     #[arg(long, short, value_name = "DIR")]
     pub output: PathBuf,
-    /// Largest segment file, e.g. `4G`, `700M`, `4095MiB` (default: one segment).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Largest segment file, at least 1M, e.g. `4G`, `700M`, `4095MiB` (default: one segment).
+    #[arg(long, value_name = "SIZE", value_parser = parse_segment_size)]
     pub segment_size: Option<u64>,
     /// An inventory written by `prewarm inventory` at the far site: what it holds is left out.
-    #[arg(long, value_name = "INVENTORY")]
+    #[arg(long, value_name = "INVENTORY", conflicts_with = "since_last")]
     pub have: Option<PathBuf>,
+    /// Leave out what earlier bundles recorded for SITE carried (the state's `shipped`
+    /// table); `bundle.json` names the last of them as its base. Records this bundle for SITE.
+    #[arg(long, value_name = "SITE", conflicts_with = "site")]
+    pub since_last: Option<String>,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Resolve tags against the source registries or through the cache.
     #[arg(long, value_enum, value_name = "VIA")]
     pub resolve: Option<ResolveVia>,
+    #[command(flatten)]
+    pub shipped: ShippedArgs,
 }
 
 #[derive(Debug, Args)]
@@ -72,7 +92,7 @@ pub struct ImportArgs {
     #[command(flatten)]
     pub destination: DestinationArgs,
     /// Mounts and manifest pushes at once.
-    #[arg(long, short, value_name = "N", default_value_t = 8)]
+    #[arg(long, short, value_name = "N", default_value_t = 8, value_parser = parse_jobs)]
     pub jobs: usize,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
@@ -82,6 +102,8 @@ pub struct ImportArgs {
     /// `cluster-resources/` beside `--report`; with neither, none are written.
     #[arg(long, value_name = "DIR")]
     pub cluster_resources: Option<PathBuf>,
+    #[command(flatten)]
+    pub shipped: ShippedArgs,
 }
 
 #[derive(Debug, Args)]
@@ -89,13 +111,20 @@ pub struct InventoryArgs {
     /// The registry to list: `REGISTRY` or `REGISTRY/PREFIX` (as given to `import --to`).
     #[arg(long, value_name = "REGISTRY[/PREFIX]")]
     pub registry: String,
-    /// Repositories to list (comma-separated or repeated). Default: the job's images mapped
-    /// as `import --to` maps them when `--job` is given, else the registry's `_catalog`.
-    #[arg(long, value_delimiter = ',', value_name = "REPO")]
+    /// Repositories to walk by their tags (comma-separated or repeated), without `--job` or
+    /// `--bundle`. Default: the registry's `_catalog`.
+    #[arg(long, value_delimiter = ',', value_name = "REPO", conflicts_with_all = ["job", "bundle"])]
     pub repos: Vec<String>,
-    /// A job whose images name the repositories to list.
-    #[arg(long, value_name = "JOB")]
+    /// A job: its plan's every manifest and blob is asked for by digest, in the repository
+    /// `import --to` puts each image in (the job's sources must be reachable to plan it).
+    #[arg(long, value_name = "JOB", conflicts_with = "bundle")]
     pub job: Option<PathBuf>,
+    /// A bundle directory: its own image list is asked for by digest (no source needed).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Requests at once.
+    #[arg(long, short, value_name = "N", default_value_t = 8, value_parser = parse_jobs)]
+    pub jobs: usize,
     /// Write the inventory here (default: stdout).
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -118,6 +147,29 @@ pub enum BundleCommand {
         /// The bundle directory.
         dir: PathBuf,
     },
+}
+
+/// `--jobs N`: at least 1, as a job's `concurrency` must be.
+pub fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => {
+            Err("must be at least 1 (0 would run nothing; `concurrency: 0` is refused too)".into())
+        }
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// `--segment-size`: a size of at least 1 MiB.
+pub fn parse_segment_size(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    let min = crate::bundle::segments::MIN_SEGMENT_SIZE;
+    if v < min {
+        return Err(format!(
+            "`{s}` is {v} bytes: a segment must be at least 1M ({min} bytes)"
+        ));
+    }
+    Ok(v)
 }
 
 /// `123`, `700M`, `4G`, `4095MiB`, `1.5GB`: binary multiples (K = 1024).
@@ -147,7 +199,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_jobs, parse_segment_size, parse_size};
+
+    #[test]
+    fn jobs_and_segment_sizes_have_minimums() {
+        assert!(parse_jobs("0").unwrap_err().contains("at least 1"));
+        assert_eq!(parse_jobs("16").unwrap(), 16);
+        assert!(parse_jobs("x").is_err());
+        assert!(parse_segment_size("1").unwrap_err().contains("at least 1M"));
+        assert!(parse_segment_size("1023K").is_err());
+        assert_eq!(parse_segment_size("1M").unwrap(), 1 << 20);
+    }
 
     #[test]
     fn sizes() {

@@ -218,7 +218,7 @@ fn rewrite_channel(
         e.replaces = e.replaces.take().filter(|r| names.contains(r));
         e.skips.retain(|s| names.contains(s));
     }
-    let head = fbc::head(pkg, channel, &kept, what)?;
+    let head = fbc::head_of_entries(pkg, channel, &kept, what)?;
     let referenced: HashSet<String> = kept
         .iter()
         .flat_map(|e| e.replaces.iter().chain(e.skips.iter()).cloned())

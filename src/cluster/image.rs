@@ -194,7 +194,10 @@ pub async fn push_bytes(client: &RegistryClient, repository: &str, bytes: &Bytes
             &digest,
             bytes.len() as u64,
             None,
-            || async move { Ok(one_chunk(body)) },
+            move || {
+                let body = body.clone();
+                async move { Ok(one_chunk(body)) }
+            },
         )
         .await
         .with_context(|| format!("blob {digest} into `{}/{repository}`", client.host()))?;

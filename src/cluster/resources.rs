@@ -322,7 +322,7 @@ pub fn write(dir: &Path, files: &BTreeMap<String, String>) -> Result<Vec<PathBuf
     for (name, text) in files {
         let path = dir.join(name);
         if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
-            crate::report::write_atomically(&path, text.as_bytes())?;
+            crate::fsutil::write_atomically(&path, text.as_bytes())?;
         }
         out.push(path);
     }

@@ -9,9 +9,12 @@ use anyhow::{Context, Result};
 
 use super::{load, policy, EXIT_INCOMPLETE};
 use crate::auth::AuthStore;
+use crate::bundle::chain;
 use crate::bundle::inventory::Inventory;
 use crate::bundle::{segments, BundleManifest};
-use crate::cli::{BundleCommand, CopyArgs, ExportArgs, Global, ImportArgs, InventoryArgs};
+use crate::cli::{
+    BundleCommand, CopyArgs, ExportArgs, Global, ImportArgs, InventoryArgs, ShippedArgs,
+};
 use crate::exec::destination::{complete_indexes, source_reader, Destination};
 use crate::exec::{self, Work};
 use crate::job::Job;
@@ -19,7 +22,28 @@ use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
 use crate::registry::{Registries, Stats, TransportConfig};
 use crate::report::{Header, ImageReport, RunReport};
-use crate::state;
+use crate::state::{self, ShippedBundle, ShippedItem, State};
+
+/// The state database of `--state` (or the default one).
+fn open_state(args: &ShippedArgs) -> Result<State> {
+    let path = args.state.clone().unwrap_or_else(State::default_path);
+    State::open(&path)
+}
+
+/// Record what a run shipped to `site`; a line saying how much.
+fn record_shipped(
+    args: &ShippedArgs,
+    site: &str,
+    bundle: Option<&str>,
+    items: &[ShippedItem],
+) -> Result<()> {
+    let state = open_state(args)?;
+    state
+        .record_shipped_items(site, bundle, items)
+        .with_context(|| format!("state {}: recording what was shipped", state.path.display()))?;
+    tracing::info!("recorded {} digests shipped to {site}", items.len());
+    Ok(())
+}
 
 /// Plan a job for copying or exporting: every child of every index included.
 async fn plan_for_transfer(
@@ -134,6 +158,13 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
         };
         write_cluster_resources(Some((&job, &registries)), placed, &dir).await?;
     }
+    let site = args.shipped.site.as_deref().unwrap_or(&args.destination.to);
+    record_shipped(
+        &args.shipped,
+        site,
+        None,
+        &chain::shipped_by_plan(&plan, &images, &dest),
+    )?;
     finish(Finish {
         command: "copy",
         job: args.job.display().to_string(),
@@ -151,9 +182,34 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
 pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
     let (started, started_at) = (Instant::now(), state::now());
     let (job, registries) = load(&args.job, global, args.resolve, None)?;
-    let have = match &args.have {
-        Some(p) => Some(Inventory::load(p)?),
-        None => None,
+    let site = args.since_last.as_deref().or(args.shipped.site.as_deref());
+    // `--since-last SITE`: what earlier bundles carried to SITE is left out, and the last
+    // of them is this bundle's base.
+    let (have, base) = match (&args.have, &args.since_last) {
+        (Some(p), _) => (Some(Inventory::load(p)?), None),
+        (None, Some(site)) => {
+            let state = open_state(&args.shipped)?;
+            match state.last_bundle(site)? {
+                Some(last) => {
+                    let items = state.shipped_to(site)?;
+                    (
+                        Some(Inventory::from_shipped(site, &items)),
+                        Some(crate::bundle::BaseBundle {
+                            id: last.id,
+                            digest: last.digest,
+                        }),
+                    )
+                }
+                None => {
+                    eprintln!(
+                        "export: no earlier bundle for site `{site}` in {}: writing a full bundle",
+                        state.path.display()
+                    );
+                    (None, None)
+                }
+            }
+        }
+        (None, None) => (None, None),
     };
     let reporter = progress::for_run(global.quiet);
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
@@ -168,12 +224,33 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         dir: &args.output,
         segment_size: args.segment_size.unwrap_or(u64::MAX),
         have: have.as_ref(),
+        base: base.clone(),
     };
     let (images, bundle) = exec::export::export(&work, &plan, &options).await?;
+    if let Some(site) = site {
+        let (_, digest) = BundleManifest::load_with_digest(&args.output)?;
+        let state = open_state(&args.shipped)?;
+        state.record_bundle(
+            site,
+            &ShippedBundle {
+                id: bundle.id.clone(),
+                digest,
+                dir: args.output.display().to_string(),
+                at: bundle.created_at,
+            },
+        )?;
+        record_shipped(
+            &args.shipped,
+            site,
+            Some(&bundle.id),
+            &chain::shipped_by_bundle(&bundle),
+        )?;
+    }
     let compressed: u64 = bundle.segments.iter().map(|s| s.size).sum();
     let extra = format!(
-        "bundle {}: {} segment(s), {} compressed ({} tar) for {} blobs and {} manifests inside ({}); {} blobs left out as present at the far site",
+        "bundle {} ({}): {} segment(s), {} compressed ({} tar) for {} blobs and {} manifests inside ({}); {} blobs and {} manifests left out as present at the far site{}",
         args.output.display(),
+        bundle.id,
         bundle.segments.len(),
         human_bytes(compressed),
         human_bytes(bundle.tar_bytes),
@@ -181,6 +258,12 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         bundle.manifests.len(),
         human_bytes(bundle.bytes_inside()),
         bundle.present.len(),
+        bundle.present_manifests.len(),
+        bundle
+            .base
+            .as_ref()
+            .map(|b| format!("; builds on bundle {} ({})", b.id, b.digest))
+            .unwrap_or_default(),
     );
     finish(Finish {
         command: "export",
@@ -269,7 +352,9 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         jobs: args.jobs.max(1),
     };
     let plan = exec::import::plan_of(&bundle, &args.dir)?;
+    let ticker = crate::bundle::progress::start("import", global.quiet);
     let images = exec::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
+    drop(ticker);
     let dir =
         crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref());
     if let Some(dir) = dir {
@@ -282,6 +367,13 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         };
         write_cluster_resources(None, placed, &dir).await?;
     }
+    let site = args.shipped.site.as_deref().unwrap_or(&args.destination.to);
+    record_shipped(
+        &args.shipped,
+        site,
+        Some(&bundle.id),
+        &chain::shipped_by_plan(&plan, &images, &dest),
+    )?;
     finish(Finish {
         command: "import",
         job: args.dir.display().to_string(),
@@ -311,30 +403,27 @@ pub async fn inventory(args: &InventoryArgs, global: &Global) -> Result<i32> {
     let endpoint = dest.endpoint(job.as_ref(), args.ca.clone(), args.insecure);
     let registries = Registries::new(config.with_endpoint(&dest.host, endpoint));
     let client = registries.client(&dest.host)?;
-    let mut repos = args.repos.clone();
-    let mut roots = Vec::new();
-    if let Some(job) = &job {
-        let mut d = dest.clone();
-        d.orgs = job.cache.clone();
-        for (r, _) in job.references()? {
-            let repo = d.repository(&r);
-            if let Some(digest) = r.digest() {
-                roots.push((repo.clone(), digest.clone()));
-            }
-            if args.repos.is_empty() && !repos.contains(&repo) {
-                repos.push(repo);
-            }
-        }
-    }
-    if repos.is_empty() {
-        {
+    let mut d = dest.clone();
+    d.orgs = job.as_ref().and_then(|j| j.cache.clone());
+    let inv = if let Some(job) = &job {
+        // The job's plan, asked for by digest where `import --to` puts each image.
+        let reporter = progress::for_run(global.quiet);
+        let plan = plan_for_transfer(job, &registries, reporter.as_ref()).await?;
+        Inventory::of_plan(&client, &d, &plan, args.jobs).await?
+    } else if let Some(dir) = &args.bundle {
+        let bundle = BundleManifest::load(dir)?;
+        let plan = exec::import::plan_of(&bundle, dir)?;
+        Inventory::of_plan(&client, &d, &plan, args.jobs).await?
+    } else {
+        let mut repos = args.repos.clone();
+        if repos.is_empty() {
             repos = client.catalog().await?;
             if let Some(p) = &dest.prefix {
                 repos.retain(|r| r.starts_with(&format!("{p}/")));
             }
         }
-    }
-    let inv = Inventory::take(&client, &repos, &roots).await?;
+        Inventory::take(&client, &repos, &[]).await?
+    };
     let text = serde_json::to_vec_pretty(&inv)?;
     match &args.output {
         Some(p) => crate::fsutil::write_atomically(p, &text)?,
@@ -345,8 +434,17 @@ pub async fn inventory(args: &InventoryArgs, global: &Global) -> Result<i32> {
         .values()
         .flat_map(|r| r.blobs.keys())
         .collect();
+    let images = if inv.images.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} of {} planned images whole",
+            inv.images.values().filter(|i| i.whole).count(),
+            inv.images.len()
+        )
+    };
     eprintln!(
-        "inventory of {}: {} repositories, {} manifests, {} blobs",
+        "inventory of {}: {} repositories, {} manifests, {} blobs{images}",
         args.registry,
         inv.repositories.len(),
         inv.repositories

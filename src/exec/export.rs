@@ -20,11 +20,12 @@ use tokio::sync::mpsc;
 
 use super::destination::source_reader;
 use super::{ImageOutcomes, Work};
+use crate::bundle::interrupt::Interrupt;
 use crate::bundle::inventory::Inventory;
 use crate::bundle::layout::{self, IndexEntry};
-use crate::bundle::segments::SegmentWriter;
+use crate::bundle::segments::{self, remove_partial, SegmentWriter};
 use crate::bundle::{
-    BundleBlob, BundleImage, BundleManifest, BundleManifestEntry, PresentBlob, Segment, FORMAT,
+    BaseBundle, BundleBlob, BundleImage, BundleManifest, BundleManifestEntry, Segment, FORMAT,
     MANIFEST_FILE,
 };
 use crate::plan::Plan;
@@ -40,6 +41,8 @@ pub struct ExportOptions<'a> {
     pub dir: &'a Path,
     pub segment_size: u64,
     pub have: Option<&'a Inventory>,
+    /// The bundle this one builds on (`--since-last`), named in `bundle.json`.
+    pub base: Option<BaseBundle>,
 }
 
 enum ToTar {
@@ -72,7 +75,8 @@ impl Read for EntryReader<'_> {
             match self.rx.blocking_recv() {
                 Some(ToTar::Chunk(c)) => self.pending = c,
                 _ => {
-                    return Err(std::io::Error::other(
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
                         "export aborted in the middle of a blob",
                     ))
                 }
@@ -161,20 +165,6 @@ fn write_tar(
     Ok((segments, tar_bytes))
 }
 
-/// Remove the segment files of an export that did not complete.
-fn remove_partial(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let ours = name.trim_start_matches('.').starts_with("bundle.")
-                && (name.ends_with(".tar.zst") || name.ends_with(".tar.zst.part"));
-            if ours {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-}
-
 /// What one blob did.
 enum BlobResult {
     Written(u64),
@@ -196,18 +186,15 @@ pub async fn export(
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     remove_partial(dir);
+    let mut interrupt = Interrupt::listen()?;
     let outcomes = ImageOutcomes::new(plan);
 
     // What goes inside, and what the far site already holds.
     let mut present = Vec::new();
     let mut inside = Vec::new();
     for b in &plan.blobs {
-        match options.have.and_then(|h| h.blob_home(&b.digest)) {
-            Some((repo, _)) => present.push(PresentBlob {
-                digest: b.digest.clone(),
-                size: b.size,
-                repository: repo.to_string(),
-            }),
+        match options.have.and_then(|h| h.present_blob(&b.digest, b.size)) {
+            Some(p) => present.push(p),
             None => inside.push(b),
         }
     }
@@ -229,11 +216,7 @@ pub async fn export(
         }
         m
     };
-    let result: Result<(
-        Vec<BundleBlob>,
-        Vec<BundleManifestEntry>,
-        Vec<IndexEntryOwned>,
-    )> = async {
+    let body = async {
         work.reporter.phase(
             "blobs",
             inside.len() as u64,
@@ -348,24 +331,37 @@ pub async fn export(
         })
         .await
         .map_err(|_| anyhow::anyhow!("the bundle writer stopped"))?;
-        Ok((written, manifests, index))
-    }
-    .await;
+        anyhow::Ok((written, manifests, index))
+    };
+    // A signal stops the downloads; the writer thread is still joined and the temp segments
+    // removed below, before the process exits.
+    let result = tokio::select! {
+        r = body => r,
+        sig = interrupt.received() => Err(anyhow::anyhow!("stopped by {sig}")),
+    };
     drop(tx);
     let written = writer.await.context("the bundle writer thread")?;
     let ((blobs, manifests, _index), (segments, tar_bytes)) = match (result, written) {
         (Ok(r), Ok(w)) => (r, w),
-        (Err(e), _) | (Ok(_), Err(e)) => {
-            remove_partial(dir);
-            return Err(e.context(format!(
-                "export into {} failed; nothing usable was left there",
-                dir.display()
-            )));
+        (Err(e), Err(w)) => {
+            // The writer's own error (ENOSPC, EROFS: the OS error) says why the downloads
+            // could not hand it more, unless it only saw the downloads stop.
+            return Err(segments::failed(
+                dir,
+                if segments::is_abort(&w) { e } else { w },
+            ));
         }
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => return Err(segments::failed(dir, e)),
     };
+    if let Err(e) = segments::publish(dir, &segments) {
+        return Err(e.context(format!("export into {} failed", dir.display())));
+    }
+    let created_at = crate::state::now();
     let manifest = BundleManifest {
         format: FORMAT.into(),
-        created_at: crate::state::now(),
+        id: crate::bundle::new_id(created_at),
+        created_at,
+        base: options.base.clone(),
         compression: "zstd".into(),
         segments,
         images: plan
@@ -394,10 +390,7 @@ pub async fn export(
             .collect(),
         tar_bytes,
     };
-    crate::fsutil::write_atomically(
-        &dir.join(MANIFEST_FILE),
-        &serde_json::to_vec_pretty(&manifest)?,
-    )?;
+    manifest.write(dir)?;
     let reports = outcomes.into_reports(plan, |_| ImageStatus::Exported);
     Ok((reports, manifest))
 }

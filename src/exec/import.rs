@@ -54,7 +54,16 @@ enum FromTar {
 
 /// Check every segment; an error naming each bad one.
 pub fn verify_segments(dir: &Path, bundle: &BundleManifest) -> Result<()> {
-    let problems = segments::verify(dir, &bundle.segments);
+    crate::bundle::progress::step(
+        format!(
+            "verifying {} segment(s) (size, sha256)",
+            bundle.segments.len()
+        ),
+        bundle.segments.iter().map(|s| s.size).sum(),
+    );
+    let problems = segments::verify_with(dir, &bundle.segments, &|_, n| {
+        crate::bundle::progress::bytes(n)
+    });
     if problems.is_empty() {
         return Ok(());
     }
@@ -133,6 +142,10 @@ fn read_tar(dir: PathBuf, bundle: &BundleManifest, tx: mpsc::Sender<FromTar>) ->
         };
         let size = entry.size();
         if let Some(&expected) = blobs.get(&digest) {
+            crate::bundle::progress::blob(format!(
+                "blob {digest} ({})",
+                crate::progress::human_bytes(size)
+            ));
             if size != expected {
                 bail!("bundle: {path} is {size} bytes, bundle.json says {expected}");
             }
@@ -153,6 +166,7 @@ fn read_tar(dir: PathBuf, bundle: &BundleManifest, tx: mpsc::Sender<FromTar>) ->
                 if n == 0 {
                     break;
                 }
+                crate::bundle::progress::bytes(n as u64);
                 if let Some(s) = &sink {
                     // The upload gave up: read on to the next entry.
                     if s.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
@@ -192,12 +206,13 @@ pub async fn import(
 ) -> Result<Vec<ImageReport>> {
     verify_segments(dir, bundle)?;
     let plan = plan_of(bundle, dir)?;
+    crate::bundle::chain::check_left_out(bundle, &plan, dest, target, work.jobs).await?;
     let outcomes = ImageOutcomes::new(&plan);
     let (first, rest) = push_items(&plan, dest);
-    let present: BTreeMap<&Digest, &str> = bundle
+    let present: BTreeMap<&Digest, String> = bundle
         .present
         .iter()
-        .map(|p| (&p.digest, p.repository.as_str()))
+        .map(|p| (&p.digest, crate::bundle::chain::home(p, dest)))
         .collect();
     let (streamed, assumed): (Vec<PushItem>, Vec<PushItem>) = first
         .into_iter()
@@ -214,7 +229,10 @@ pub async fn import(
         .for_each_concurrent(work.jobs, |item| {
             let (outcomes, failed_digests, present) = (&outcomes, &failed_digests, &present);
             async move {
-                let from = present.get(&item.digest).copied().unwrap_or_default();
+                let from = present
+                    .get(&item.digest)
+                    .map(String::as_str)
+                    .unwrap_or_default();
                 let result = target
                     .push_blob(
                         &item.repository,
@@ -248,6 +266,10 @@ pub async fn import(
     let mut manifests: BTreeMap<Digest, Bytes> = BTreeMap::new();
     let mut pass = 0;
     loop {
+        crate::bundle::progress::step(
+            format!("reading the bundle (pass {})", pass + 1),
+            by_digest.values().map(|i| i.size).sum(),
+        );
         work.reporter.phase(
             "blobs",
             by_digest.len() as u64,
@@ -374,6 +396,10 @@ pub async fn import(
     }
 
     // Mounts into every other repository.
+    crate::bundle::progress::set(format!(
+        "mounting {} blob(s) into the other repositories that need them",
+        rest.len()
+    ));
     work.reporter.phase("mounts", rest.len() as u64, 0);
     futures::stream::iter(rest)
         .for_each_concurrent(work.jobs, |(item, from)| {
@@ -384,10 +410,7 @@ pub async fn import(
                     .expect("lock")
                     .get(&item.digest)
                     .cloned();
-                let from = present
-                    .get(&item.digest)
-                    .map(|s| s.to_string())
-                    .unwrap_or(from);
+                let from = present.get(&item.digest).cloned().unwrap_or(from);
                 let result = match earlier {
                     Some(e) => Err(e),
                     None => target
@@ -419,6 +442,10 @@ pub async fn import(
         .collect();
     let manifests = &manifests;
     let (plan_ref, media_types) = (&plan, &media_types);
+    crate::bundle::progress::set(format!(
+        "pushing the manifests and tags of {} image(s)",
+        plan.images.len()
+    ));
     push_manifests(
         work,
         &plan,

@@ -608,6 +608,29 @@ fn version_of<'a>(pkg: &'a Package, entry: &str) -> Option<&'a Version> {
 }
 
 /// The head of a channel: the one entry no other entry replaces or skips.
+/// The head of `entries` (a channel's entries, or a subset of them such as what a filtered
+/// catalog keeps): the one no other entry replaces or skips, the highest version if several.
+pub fn head_of_entries(pkg: &Package, channel: &str, entries: &[Entry], what: &str) -> Result<String> {
+    let mut referenced = HashSet::new();
+    for e in entries {
+        if let Some(r) = &e.replaces {
+            referenced.insert(r.as_str());
+        }
+        referenced.extend(e.skips.iter().map(String::as_str));
+    }
+    entries
+        .iter()
+        .filter(|e| !referenced.contains(e.name.as_str()))
+        .max_by(|a, b| version_of(pkg, &a.name).cmp(&version_of(pkg, &b.name)))
+        .map(|e| e.name.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{what}: channel `{channel}` of package `{}` has no head (every entry is replaced or skipped)",
+                pkg.name
+            )
+        })
+}
+
 pub fn head(pkg: &Package, channel: &str, what: &str) -> Result<String> {
     filter_channel(pkg, channel, &Filter::Head, what).map(|mut v| v.remove(0))
 }
