@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::{lab, Env};
-use prewarm_lab::ocp_content::{OcpContent, CATALOG_REPOSITORY};
 use prewarm::reference::Reference;
+use prewarm_lab::ocp_content::{OcpContent, CATALOG_REPOSITORY};
 use serde::Deserialize;
 use shapes::{IdmsSpec, ItmsSpec, Resource};
 

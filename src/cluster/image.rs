@@ -189,16 +189,10 @@ pub async fn push_bytes(client: &RegistryClient, repository: &str, bytes: &Bytes
     let digest = Digest::sha256_of(bytes);
     let body = bytes.clone();
     client
-        .push_blob(
-            repository,
-            &digest,
-            bytes.len() as u64,
-            None,
-            move || {
-                let body = body.clone();
-                async move { Ok(one_chunk(body)) }
-            },
-        )
+        .push_blob(repository, &digest, bytes.len() as u64, None, move || {
+            let body = body.clone();
+            async move { Ok(one_chunk(body)) }
+        })
         .await
         .with_context(|| format!("blob {digest} into `{}/{repository}`", client.host()))?;
     Ok(())

@@ -111,7 +111,7 @@ pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<i32> 
     if std::fs::read(&args.output).ok().as_deref() == Some(text.as_bytes()) {
         println!("{} robots' credentials in {out}: unchanged", auths.len());
     } else {
-        write_private(&args.output, &text)?;
+        crate::fsutil::write_private(&args.output, text.as_bytes())?;
         println!("{} robots' credentials written to {out}", auths.len());
     }
     Ok(0)
@@ -143,38 +143,6 @@ async fn grant(
         did.push("robot added to the team");
     }
     Ok((robot, did))
-}
-
-/// Write a secret-bearing file readable by its owner only, atomically: a temporary file in
-/// the same directory, synced, then renamed over `path`; on any error the temporary file is
-/// removed and `path` is as it was.
-fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = path
-        .file_name()
-        .with_context(|| format!("--output {}: not a file name", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.prewarm-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        opts.mode(0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
-    Ok(())
 }
 
 pub async fn quota(args: &QuotaArgs, global: &Global) -> Result<i32> {

@@ -610,7 +610,12 @@ fn version_of<'a>(pkg: &'a Package, entry: &str) -> Option<&'a Version> {
 /// The head of a channel: the one entry no other entry replaces or skips.
 /// The head of `entries` (a channel's entries, or a subset of them such as what a filtered
 /// catalog keeps): the one no other entry replaces or skips, the highest version if several.
-pub fn head_of_entries(pkg: &Package, channel: &str, entries: &[Entry], what: &str) -> Result<String> {
+pub fn head_of_entries(
+    pkg: &Package,
+    channel: &str,
+    entries: &[Entry],
+    what: &str,
+) -> Result<String> {
     let mut referenced = HashSet::new();
     for e in entries {
         if let Some(r) = &e.replaces {
