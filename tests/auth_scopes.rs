@@ -48,6 +48,8 @@ fn run(auth: &Path, args: &[&str]) -> (bool, String) {
         .arg("--authfile")
         .arg(auth)
         .env_remove("REGISTRY_AUTH_FILE")
+        // Keep the default state database beside the auth file (the lab), not in $HOME.
+        .env("XDG_STATE_HOME", auth.parent().unwrap().join("xdg-state"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();

@@ -516,9 +516,11 @@ fn select_direct(cat: &Catalog, op: &OperatorSpec, what: &str) -> Result<BTreeSe
     Ok(kept)
 }
 
-/// oc-mirror v2 (its catalog filter): no channels named → every channel of the package;
-/// a channel without its own range takes the package's; a range that leaves a channel empty
-/// drops it, unless it is the default channel (an error).
+/// oc-mirror v2 (its catalog filter): no channels named and no range → the head of every
+/// channel; no channels named with a package range → the default channel only, filtered by the
+/// range (oc-mirror drops a package's other channels when none is named); a named channel
+/// without its own range takes the package's; a range that leaves a named channel empty drops
+/// it, and one that leaves the default channel empty is an error.
 fn select_package(
     pkg: &Package,
     spec: &PackageSpec,
@@ -530,9 +532,24 @@ fn select_package(
     };
     let pkg_range = range(&spec.min_version, &spec.max_version, what)?;
     let mut chosen: Vec<(String, Option<Constraint>, String)> = Vec::new();
-    if spec.channels.is_empty() {
+    if spec.channels.is_empty() && pkg_range.is_some() {
+        // A package-level range selects within the default channel only, as oc-mirror's
+        // catalog filter does: a package listed without channels keeps its default channel
+        // and drops the others before the range is applied.
+        let Some(default) = pkg
+            .default_channel
+            .as_ref()
+            .filter(|c| pkg.channels.contains_key(*c))
+        else {
+            bail!(
+                "{what}: package `{}` has no default channel to apply minVersion/maxVersion to; name its channels",
+                pkg.name
+            );
+        };
+        chosen.push((default.clone(), pkg_range.clone(), what.to_string()));
+    } else if spec.channels.is_empty() {
         for ch in pkg.channels.keys() {
-            chosen.push((ch.clone(), pkg_range.clone(), what.to_string()));
+            chosen.push((ch.clone(), None, what.to_string()));
         }
     } else {
         for (j, c) in spec.channels.iter().enumerate() {
@@ -1053,24 +1070,30 @@ mod tests {
     }
 
     #[test]
-    fn package_ranges_filter_every_channel_and_leave_an_out_of_range_head_out() {
+    fn package_ranges_select_within_the_default_channel_only() {
         let cat = two_channel_catalog();
         // No range: the head of each channel.
         assert_eq!(
             pick(&cat, "p", (None, None), &[]).unwrap(),
             ["1.2.0", "2.0.0"]
         );
-        // minVersion: from it up to each channel's head.
+        // minVersion: from it up to the head of the default channel (`stable`); `fast` and
+        // its head 2.0.0 are not considered, as in oc-mirror's catalog filter.
         assert_eq!(
             pick(&cat, "p", (Some("1.1.0"), None), &[]).unwrap(),
-            ["1.1.0", "1.2.0", "2.0.0"]
+            ["1.1.0", "1.2.0"]
         );
-        // maxVersion: neither head is kept (stable's 1.2.0, fast's 2.0.0 are above it).
+        // maxVersion: the default channel's head 1.2.0 is above it and left out.
         assert_eq!(
             pick(&cat, "p", (None, Some("1.1.0")), &[]).unwrap(),
             ["1.0.0", "1.1.0"]
         );
-        // A range that empties `fast` drops it; one that empties the default channel is refused.
+        // min = max: only that bundle of the default channel.
+        assert_eq!(
+            pick(&cat, "p", (Some("1.1.0"), Some("1.1.0")), &[]).unwrap(),
+            ["1.1.0"]
+        );
+        // A range that empties the default channel is refused (`fast` is never looked at).
         assert_eq!(
             pick(&cat, "p", (None, Some("1.0.0")), &[]).unwrap(),
             ["1.0.0"]

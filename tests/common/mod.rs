@@ -64,6 +64,9 @@ impl Env {
             .arg("--authfile")
             .arg(&self.auth)
             .env_remove("REGISTRY_AUTH_FILE")
+            // The default state database (warm, copy, import record into it) lives in the
+            // lab, not in the home directory shared by every test and the developer.
+            .env("XDG_STATE_HOME", self.dir.join("xdg-state"))
             .output()
             .expect("run prewarm");
         eprintln!(
