@@ -9,13 +9,13 @@ use anyhow::{Context, Result};
 
 use crate::auth::AuthStore;
 use crate::cli::{Global, Output, PlanArgs, RunArgs};
-use crate::exec::{self, Work};
 use crate::job::{Job, ResolveVia};
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
 use crate::registry::{Registries, RetryPolicy};
 use crate::report::{Header, RunReport};
 use crate::state::{self, State};
+use crate::transfer::{self as engine, Work};
 
 pub mod transfer;
 
@@ -147,8 +147,8 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
     };
     let (command, images) = match executor {
-        Executor::Warm => ("warm", exec::warm::warm(&work, &plan).await?),
-        Executor::Verify => ("verify", exec::verify::verify(&work, &plan).await?),
+        Executor::Warm => ("warm", engine::warm::warm(&work, &plan).await?),
+        Executor::Verify => ("verify", engine::verify::verify(&work, &plan).await?),
     };
     let images = match args.shard {
         Some(_) => crate::shard::drop_carriers(&plan, images),

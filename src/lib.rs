@@ -2,14 +2,13 @@
 //! pull-through cache (Quay cache orgs) with every manifest and blob — or prove it holds them.
 //!
 //! The data flows one way: sources ([`job`]) → [`plan`] (images, manifests, unique blobs) →
-//! executors ([`exec`]: warm, verify) → [`report`]. [`registry`] is the one transport every
+//! the transfer engine ([`transfer`]: warm, verify, copy, export, import) → [`report`]. [`registry`] is the one transport every
 //! stage uses; [`progress`] is the only place that draws.
 
 pub mod auth;
 pub mod bundle;
 pub mod cli;
 pub mod commands;
-pub mod exec;
 pub mod history;
 pub mod job;
 pub mod lab;
@@ -26,4 +25,5 @@ pub mod report;
 pub mod shard;
 pub mod sources;
 pub mod state;
+pub mod transfer;
 pub mod upstreams;

@@ -12,14 +12,14 @@ use crate::auth::AuthStore;
 use crate::bundle::inventory::Inventory;
 use crate::bundle::{segments, BundleManifest};
 use crate::cli::{BundleCommand, CopyArgs, ExportArgs, Global, ImportArgs, InventoryArgs};
-use crate::exec::destination::{complete_indexes, source_reader, Destination};
-use crate::exec::{self, Work};
 use crate::job::Job;
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
 use crate::registry::{Registries, RetryPolicy, Stats};
 use crate::report::{Header, ImageReport, RunReport};
 use crate::state;
+use crate::transfer::destination::{complete_indexes, source_reader, Destination};
+use crate::transfer::{self, Work};
 
 fn retry(global: &Global) -> RetryPolicy {
     RetryPolicy {
@@ -128,7 +128,7 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
         reporter: reporter.as_ref(),
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
     };
-    let images = exec::copy::copy(&work, &plan, &dest, &target).await?;
+    let images = transfer::copy::copy(&work, &plan, &dest, &target).await?;
     finish(Finish {
         command: "copy",
         job: args.job.display().to_string(),
@@ -159,12 +159,12 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         reporter: reporter.as_ref(),
         jobs: job.concurrency.max(1),
     };
-    let options = exec::export::ExportOptions {
+    let options = transfer::export::ExportOptions {
         dir: &args.output,
         segment_size: args.segment_size.unwrap_or(u64::MAX),
         have: have.as_ref(),
     };
-    let (images, bundle) = exec::export::export(&work, &plan, &options).await?;
+    let (images, bundle) = transfer::export::export(&work, &plan, &options).await?;
     let compressed: u64 = bundle.segments.iter().map(|s| s.size).sum();
     let extra = format!(
         "bundle {}: {} segment(s), {} compressed ({} tar) for {} blobs and {} manifests inside ({}); {} blobs left out as present at the far site",
@@ -219,8 +219,8 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         reporter: reporter.as_ref(),
         jobs: args.jobs.max(1),
     };
-    let plan = exec::import::plan_of(&bundle, &args.dir)?;
-    let images = exec::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
+    let plan = transfer::import::plan_of(&bundle, &args.dir)?;
+    let images = transfer::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
     finish(Finish {
         command: "import",
         job: args.dir.display().to_string(),

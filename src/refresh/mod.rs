@@ -21,7 +21,6 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Global;
-use crate::exec::{self, Work};
 use crate::history::Known;
 use crate::job::{Job, ResolveVia};
 use crate::metrics::{self, RefreshFigures, RunMetrics};
@@ -32,6 +31,7 @@ use crate::registry::{Registries, RegistryClient, RegistryError};
 use crate::report::{Header, ImageReport, ImageStatus, RunReport};
 use crate::shard::{self, Shard};
 use crate::state::{self, State};
+use crate::transfer::{self, Work};
 
 /// Arguments of `prewarm refresh` (built by the CLI).
 #[derive(Debug, Clone)]
@@ -361,7 +361,7 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
             reporter: reporter.as_ref(),
             jobs: job_run.concurrency.max(1),
         };
-        let reports = exec::warm::warm(&work, &p).await?;
+        let reports = transfer::warm::warm(&work, &p).await?;
         for (image, report) in p.images.iter().zip(&reports) {
             if shard::is_carrier(image) {
                 continue;
