@@ -8,7 +8,8 @@ pub use crate::job::ResolveVia;
 
 mod transfer;
 pub use transfer::{
-    parse_size, BundleCommand, CopyArgs, DestinationArgs, ExportArgs, ImportArgs, InventoryArgs,
+    parse_size, BundleCommand, CopyArgs, DestinationArgs, ExportArgs, ExportFormat, ImportArgs,
+    InventoryArgs,
 };
 
 /// Warm a pull-through registry cache (Quay cache orgs) with everything an OpenShift cluster

@@ -11,7 +11,9 @@ use super::{load, EXIT_INCOMPLETE};
 use crate::auth::AuthStore;
 use crate::bundle::inventory::Inventory;
 use crate::bundle::{segments, BundleManifest};
-use crate::cli::{BundleCommand, CopyArgs, ExportArgs, Global, ImportArgs, InventoryArgs};
+use crate::cli::{
+    BundleCommand, CopyArgs, ExportArgs, ExportFormat, Global, ImportArgs, InventoryArgs,
+};
 use crate::job::Job;
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
@@ -145,6 +147,10 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
 
 pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
     let (started, started_at) = (Instant::now(), state::now());
+    let oci_dir = args.format == ExportFormat::OciDir;
+    if oci_dir && (args.segment_size.is_some() || args.have.is_some()) {
+        anyhow::bail!("--segment-size and --have apply to bundles, not to --format oci-dir");
+    }
     let (job, registries) = load(&args.job, global, args.resolve, None)?;
     let have = match &args.have {
         Some(p) => Some(Inventory::load(p)?),
@@ -157,26 +163,33 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         registries: &registries,
         state: None,
         reporter: reporter.as_ref(),
-        jobs: job.concurrency.max(1),
+        jobs: args.jobs.unwrap_or(job.concurrency).max(1),
     };
-    let options = transfer::export::ExportOptions {
-        dir: &args.output,
-        segment_size: args.segment_size.unwrap_or(u64::MAX),
-        have: have.as_ref(),
+    let (images, extra) = if oci_dir {
+        let images = transfer::export::export_layout(&work, &plan, &args.output).await?;
+        let extra = format!("OCI image layout {}", args.output.display());
+        (images, extra)
+    } else {
+        let options = transfer::export::ExportOptions {
+            dir: &args.output,
+            segment_size: args.segment_size.unwrap_or(u64::MAX),
+            have: have.as_ref(),
+        };
+        let (images, bundle) = transfer::export::export(&work, &plan, &options).await?;
+        let compressed: u64 = bundle.segments.iter().map(|s| s.size).sum();
+        let extra = format!(
+            "bundle {}: {} segment(s), {} compressed ({} tar) for {} blobs and {} manifests inside ({}); {} blobs left out as present at the far site",
+            args.output.display(),
+            bundle.segments.len(),
+            human_bytes(compressed),
+            human_bytes(bundle.tar_bytes),
+            bundle.blobs.len(),
+            bundle.manifests.len(),
+            human_bytes(bundle.bytes_inside()),
+            bundle.present.len(),
+        );
+        (images, extra)
     };
-    let (images, bundle) = transfer::export::export(&work, &plan, &options).await?;
-    let compressed: u64 = bundle.segments.iter().map(|s| s.size).sum();
-    let extra = format!(
-        "bundle {}: {} segment(s), {} compressed ({} tar) for {} blobs and {} manifests inside ({}); {} blobs left out as present at the far site",
-        args.output.display(),
-        bundle.segments.len(),
-        human_bytes(compressed),
-        human_bytes(bundle.tar_bytes),
-        bundle.blobs.len(),
-        bundle.manifests.len(),
-        human_bytes(bundle.bytes_inside()),
-        bundle.present.len(),
-    );
     finish(Finish {
         command: "export",
         job: args.job.display().to_string(),
