@@ -16,7 +16,9 @@ use crate::progress::human_bytes;
 pub enum ImageStatus {
     /// Something was fetched through the cache this run.
     Warmed,
-    /// Every part was already verified in the cache by an earlier run and is still there.
+    /// Every blob was warmed by an earlier run (the state says so) and the cache answered a
+    /// HEAD for it again. Not "it was there before": a real Quay fetches a blob it lacks from
+    /// upstream to answer a HEAD.
     Cached,
     /// `verify`: the cache holds every manifest and blob.
     Present,
@@ -173,7 +175,7 @@ impl RunReport {
         let s = &self.summary;
         writeln!(
             out,
-            "{}: {} images ({} warmed, {} already cached, {} present, {} missing, {} failed); {} manifests, {} unique blobs, {} planned, {} transferred; {} requests, {} retries, {} resumed; {:.1}s",
+            "{}: {} images ({} warmed, {} confirmed by the cache (warmed before), {} present, {} missing, {} failed); {} manifests, {} unique blobs, {} planned, {} transferred; {} requests, {} retries, {} resumed; {:.1}s",
             self.command,
             s.images,
             s.warmed,

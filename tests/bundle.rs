@@ -755,7 +755,10 @@ fn export_as_an_oci_layout_is_read_by_skopeo_and_a_rerun_moves_nothing_again() {
         names.insert(format!("sha256:{name}"));
     }
     for digest in env.seed.unique_blobs().keys() {
-        assert!(names.contains(digest), "blob {digest} missing from the layout");
+        assert!(
+            names.contains(digest),
+            "blob {digest} missing from the layout"
+        );
     }
     for image in &env.seed.images {
         let reference = format!("oci:{}:{}", layout.display(), image.reference);
