@@ -139,12 +139,14 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     for n in &plan.notes {
         eprintln!("note: {n}");
     }
+    let totals = engine::Totals::default();
     let work = Work {
         job: &job,
         registries: &registries,
         state: state.as_ref(),
         reporter: reporter.as_ref(),
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
+        totals: &totals,
     };
     let (command, images) = match executor {
         Executor::Warm => ("warm", engine::warm::warm(&work, &plan).await?),
@@ -165,7 +167,8 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         &plan.summary(),
         &registries.stats,
         images,
-    );
+    )
+    .with_moved(totals.get());
     if let Some(state) = &state {
         if let Err(e) =
             state.record_run(command, started_at, &serde_json::to_value(&report.summary)?)

@@ -63,6 +63,12 @@ pub struct RunSummary {
     pub requests: u64,
     pub retries: u64,
     pub resumed: u64,
+    /// Blob transfers run: one per (destination repository, blob); one per blob for export.
+    #[serde(default)]
+    pub transfers: u64,
+    /// Blob bytes moved by those transfers (what progress counts as moved).
+    #[serde(default)]
+    pub bytes_moved: u64,
     #[serde(default)]
     pub copied: usize,
     #[serde(default)]
@@ -123,6 +129,13 @@ impl RunReport {
         report
     }
 
+    /// The transfers the engine ran and the blob bytes they moved.
+    pub fn with_moved(mut self, (transfers, bytes_moved): (u64, u64)) -> RunReport {
+        self.summary.transfers = transfers;
+        self.summary.bytes_moved = bytes_moved;
+        self
+    }
+
     pub fn failed(&self) -> impl Iterator<Item = &ImageReport> {
         self.images
             .iter()
@@ -175,7 +188,7 @@ impl RunReport {
         let s = &self.summary;
         writeln!(
             out,
-            "{}: {} images ({} warmed, {} confirmed by the cache (warmed before), {} present, {} missing, {} failed); {} manifests, {} unique blobs, {} planned, {} transferred; {} requests, {} retries, {} resumed; {:.1}s",
+            "{}: {} images ({} warmed, {} confirmed by the cache (warmed before), {} present, {} missing, {} failed); {} manifests, {} unique blobs ({} planned), {} blob transfers moved {}, {} transferred in all; {} requests, {} retries, {} resumed; {:.1}s",
             self.command,
             s.images,
             s.warmed,
@@ -186,6 +199,8 @@ impl RunReport {
             s.manifests,
             s.blobs,
             human_bytes(s.bytes_planned),
+            s.transfers,
+            human_bytes(s.bytes_moved),
             human_bytes(s.bytes_transferred),
             s.requests,
             s.retries,

@@ -148,6 +148,26 @@ fn export_verify_import_into_a_fresh_tls_registry_keeps_every_digest() {
     assert!(out.status.success());
     let r = read_report(Path::new(&report));
     assert_eq!(r["summary"]["exported"], env.seed.images.len(), "{r:#}");
+    // Plan, progress, summary and report count the same things: one transfer per unique blob,
+    // and the bytes moved are the bytes planned.
+    let s = &r["summary"];
+    assert_eq!(s["transfers"], s["blobs"], "{s}");
+    assert_eq!(s["bytes_moved"], s["bytes_planned"], "{s}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let phase = format!(
+        "export: {} to do, {} to move",
+        s["blobs"],
+        prewarm::progress::human_bytes(s["bytes_planned"].as_u64().unwrap())
+    );
+    assert!(stderr.contains(&phase), "{phase} in\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} blob transfers moved {}",
+            s["transfers"],
+            prewarm::progress::human_bytes(s["bytes_moved"].as_u64().unwrap())
+        )),
+        "{stderr}"
+    );
     let b = bundle_json(&bundle);
     let segs = segments(&bundle);
     assert!(segs.len() >= 3, "{segs:?}");

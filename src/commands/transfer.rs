@@ -49,6 +49,7 @@ struct Finish<'a> {
     started_at: i64,
     plan: &'a Plan,
     stats: &'a Stats,
+    totals: &'a transfer::Totals,
     images: Vec<ImageReport>,
     report: Option<&'a Path>,
     extra: Option<String>,
@@ -71,7 +72,8 @@ fn finish(f: Finish<'_>) -> Result<i32> {
         &planned,
         f.stats,
         f.images,
-    );
+    )
+    .with_moved(f.totals.get());
     if let Some(path) = f.report {
         report.write_json(path).with_context(|| "--report")?;
     }
@@ -81,12 +83,14 @@ fn finish(f: Finish<'_>) -> Result<i32> {
         _ => format!("{} copied, {} already there", s.copied, s.present),
     };
     eprintln!(
-        "{}: {} images ({done}, {} failed); {} unique blobs, {} planned, {} transferred; {} requests, {} retries; {:.1}s{}",
+        "{}: {} images ({done}, {} failed); {} unique blobs ({} planned), {} blob transfers moved {}, {} transferred in all; {} requests, {} retries; {:.1}s{}",
         f.command,
         s.images,
         s.failed,
         s.blobs,
         human_bytes(s.bytes_planned),
+        s.transfers,
+        human_bytes(s.bytes_moved),
         human_bytes(s.bytes_transferred),
         s.requests,
         s.retries,
@@ -123,12 +127,14 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
     )?;
     let reporter = progress::for_run(global.quiet);
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
+    let totals = transfer::Totals::default();
     let work = Work {
         job: &job,
         registries: &registries,
         state: None,
         reporter: reporter.as_ref(),
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
+        totals: &totals,
     };
     let images = transfer::copy::copy(&work, &plan, &dest, &target).await?;
     finish(Finish {
@@ -139,6 +145,7 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
         started_at,
         plan: &plan,
         stats: &registries.stats,
+        totals: &totals,
         images,
         report: args.report.as_deref(),
         extra: None,
@@ -158,12 +165,14 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
     };
     let reporter = progress::for_run(global.quiet);
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
+    let totals = transfer::Totals::default();
     let work = Work {
         job: &job,
         registries: &registries,
         state: None,
         reporter: reporter.as_ref(),
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
+        totals: &totals,
     };
     let (images, extra) = if oci_dir {
         let images = transfer::export::export_layout(&work, &plan, &args.output).await?;
@@ -198,6 +207,7 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         started_at,
         plan: &plan,
         stats: &registries.stats,
+        totals: &totals,
         images,
         report: args.report.as_deref(),
         extra: Some(extra),
@@ -225,12 +235,14 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         registries.stats.clone(),
     )?;
     let reporter = progress::for_run(global.quiet);
+    let totals = transfer::Totals::default();
     let work = Work {
         job: &job,
         registries: &registries,
         state: None,
         reporter: reporter.as_ref(),
         jobs: args.jobs.max(1),
+        totals: &totals,
     };
     let plan = transfer::import::plan_of(&bundle, &args.dir)?;
     let images = transfer::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
@@ -242,6 +254,7 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         started_at,
         plan: &plan,
         stats: &registries.stats,
+        totals: &totals,
         images,
         report: args.report.as_deref(),
         extra: None,

@@ -348,6 +348,7 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     // 3. Warm exactly those.
     let mut images = Vec::new();
     let mut plan_summary = plan::Plan::default().summary();
+    let totals = transfer::Totals::default();
     if !opts.dry_run && !sources.is_empty() {
         let mut p = plan::build_from(&job_run, &registries, sources, reporter.as_ref()).await?;
         if let Some(s) = opts.shard {
@@ -360,6 +361,7 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
             state: Some(&state),
             reporter: reporter.as_ref(),
             jobs: job_run.concurrency.max(1),
+            totals: &totals,
         };
         let reports = transfer::warm::warm(&work, &p).await?;
         for (image, report) in p.images.iter().zip(&reports) {
@@ -407,7 +409,8 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
         &plan_summary,
         &registries.stats,
         images,
-    );
+    )
+    .with_moved(totals.get());
     let report = RefreshReport {
         run,
         refresh: section,

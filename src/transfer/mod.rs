@@ -46,6 +46,24 @@ pub struct Work<'a> {
     pub state: Option<&'a State>,
     pub reporter: &'a dyn Reporter,
     pub jobs: usize,
+    /// What the scheduler ran, for the report.
+    pub totals: &'a Totals,
+}
+
+/// Blob transfers run and blob bytes moved by a run (the report's `transfers` and
+/// `bytes_moved`; the same numbers progress counts).
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub transfers: std::sync::atomic::AtomicU64,
+    pub bytes_moved: std::sync::atomic::AtomicU64,
+}
+
+impl Totals {
+    /// (transfers, bytes moved).
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.transfers.load(Relaxed), self.bytes_moved.load(Relaxed))
+    }
 }
 
 impl Work<'_> {
@@ -63,7 +81,7 @@ impl Work<'_> {
         outcomes: &ImageOutcomes,
     ) {
         self.reporter.phase(phase, tasks.len() as u64, bytes);
-        scheduler::run(
+        let moved = scheduler::run(
             arrangement,
             images,
             tasks,
@@ -73,6 +91,9 @@ impl Work<'_> {
             self.reporter,
         )
         .await;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.totals.transfers.fetch_add(moved.0, Relaxed);
+        self.totals.bytes_moved.fetch_add(moved.1, Relaxed);
         self.reporter.finish_phase();
     }
 }

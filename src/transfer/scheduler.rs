@@ -106,7 +106,8 @@ enum Event {
 type Running<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = Event> + 'a>>>;
 
 /// Run `tasks` (in the order given) for `images` images. Outcomes go to `outcomes`; progress
-/// to `reporter` (one item per task, one image as its last stage ends).
+/// to `reporter` (one item per task, one image as its last stage ends). The tasks run and the
+/// blob bytes they moved.
 pub(crate) async fn run<A: Arrangement>(
     arrangement: &A,
     images: usize,
@@ -115,8 +116,9 @@ pub(crate) async fn run<A: Arrangement>(
     jobs: usize,
     outcomes: &ImageOutcomes,
     reporter: &dyn Reporter,
-) {
+) -> (u64, u64) {
     let jobs = jobs.max(1);
+    let mut moved = 0u64;
     let (has_before, has_after) = arrangement.stages();
     let n = tasks.len();
 
@@ -283,6 +285,9 @@ pub(crate) async fn run<A: Arrangement>(
                 }
                 for (t, result) in settled {
                     let task = &tasks[t];
+                    if let Ok(Done::Moved(n)) = &result {
+                        moved += n;
+                    }
                     outcomes.record(&task.images, &task.digest, &result);
                     reporter.item_done(&task.digest.short(), result.is_ok());
                     for &i in &task.images {
@@ -304,6 +309,7 @@ pub(crate) async fn run<A: Arrangement>(
         }
     }
     debug_assert_eq!(finished_images, images);
+    (n as u64, moved)
 }
 
 #[cfg(test)]
