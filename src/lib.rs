@@ -2,8 +2,9 @@
 //! pull-through cache (Quay cache orgs) with every manifest and blob — or prove it holds them.
 //!
 //! The data flows one way: sources ([`job`]) → [`plan`] (images, manifests, unique blobs) →
-//! the transfer engine ([`transfer`]: warm, verify, copy, export, import) → [`report`]. [`registry`] is the one transport every
-//! stage uses; [`progress`] is the only place that draws.
+//! the transfer engine ([`transfer`]: warm, verify, copy, export, import on one scheduler) →
+//! [`report`]. [`registry`] is the one transport every stage uses; [`progress`] is the only
+//! place that draws.
 
 pub mod auth;
 pub mod bundle;
