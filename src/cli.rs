@@ -9,7 +9,7 @@ pub use crate::job::ResolveVia;
 mod transfer;
 pub use transfer::{
     parse_jobs, parse_segment_size, parse_size, BundleCommand, CopyArgs, DestinationArgs,
-    ExportArgs, ImportArgs, InventoryArgs, ShippedArgs,
+    ExportArgs, ExportFormat, ImportArgs, InventoryArgs, ShippedArgs,
 };
 
 /// Warm a pull-through registry cache (Quay cache orgs) with everything an OpenShift cluster

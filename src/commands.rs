@@ -9,13 +9,13 @@ use anyhow::{Context, Result};
 
 use crate::auth::AuthStore;
 use crate::cli::{Global, Output, PlanArgs, RunArgs};
-use crate::exec::{self, Work};
 use crate::job::{Job, ResolveVia};
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
 use crate::registry::{Policy, Registries, TransportConfig};
 use crate::report::{Header, RunReport};
 use crate::state::{self, State};
+use crate::transfer::{self as engine, Work};
 
 pub mod transfer;
 
@@ -148,16 +148,18 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     for n in &plan.notes {
         eprintln!("note: {n}");
     }
+    let totals = engine::Totals::default();
     let work = Work {
         job: &job,
         registries: &registries,
         state: state.as_ref(),
         reporter: reporter.as_ref(),
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
+        totals: &totals,
     };
     let (command, images) = match executor {
-        Executor::Warm => ("warm", exec::warm::warm(&work, &plan).await?),
-        Executor::Verify => ("verify", exec::verify::verify(&work, &plan).await?),
+        Executor::Warm => ("warm", engine::warm::warm(&work, &plan).await?),
+        Executor::Verify => ("verify", engine::verify::verify(&work, &plan).await?),
     };
     if let (Executor::Warm, Some(state)) = (executor, &state) {
         crate::history::record_plan(state, &plan, Some(&images))?;
@@ -197,7 +199,8 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         &plan.summary(),
         &registries.stats,
         images,
-    );
+    )
+    .with_moved(totals.get());
     if let Some(state) = &state {
         if let Err(e) =
             state.record_run(command, started_at, &serde_json::to_value(&report.summary)?)

@@ -2,8 +2,9 @@
 //! pull-through cache (Quay cache orgs) with every manifest and blob — or prove it holds them.
 //!
 //! The data flows one way: sources ([`job`]) → [`plan`] (images, manifests, unique blobs) →
-//! executors ([`exec`]: warm, verify) → [`report`]. [`registry`] is the one transport every
-//! stage uses; [`progress`] is the only place that draws.
+//! the transfer engine ([`transfer`]: warm, verify, copy, export, import on one scheduler) →
+//! [`report`]. [`registry`] is the one transport every stage uses; [`progress`] is the only
+//! place that draws.
 
 pub mod auth;
 pub mod bundle;
@@ -11,7 +12,6 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod duration;
-pub mod exec;
 pub mod fsutil;
 pub mod history;
 pub mod job;
@@ -27,4 +27,5 @@ pub mod report;
 pub mod shard;
 pub mod sources;
 pub mod state;
+pub mod transfer;
 pub mod upstreams;

@@ -1,6 +1,7 @@
 //! Progress reporting. Stages call the [`Reporter`] trait and never draw: on a terminal the
 //! [`Bars`] reporter shows indicatif bars (bytes, items), elsewhere [`LogLines`] prints a plain
-//! line now and then so cron logs and CI show a run is alive without a flood.
+//! line every few seconds (even while one long blob is in flight) so cron logs and CI show a
+//! run is alive without a flood.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -32,9 +33,20 @@ impl Reporter for Quiet {
     fn finish_phase(&self) {}
 }
 
-/// Plain log lines on stderr: the phase, a line at most every few seconds, the end.
+/// Plain log lines on stderr: the phase, then a line every [`LOG_EVERY`] while it runs — also
+/// while one long blob is in flight and nothing completes — and one at its end.
 pub struct LogLines {
+    shared: std::sync::Arc<LogShared>,
+    ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// How often a plain log line says a phase is alive.
+pub const LOG_EVERY: Duration = Duration::from_secs(5);
+
+struct LogShared {
     state: Mutex<LogState>,
+    /// Wakes the ticker early when the reporter goes away.
+    stop: std::sync::Condvar,
     images: AtomicU64,
     images_done: AtomicU64,
     done: AtomicU64,
@@ -48,29 +60,70 @@ struct LogState {
     bytes: u64,
     started: Instant,
     last: Instant,
+    active: bool,
+    stopped: bool,
 }
 
 impl Default for LogLines {
     fn default() -> Self {
         let now = Instant::now();
-        LogLines {
+        let shared = std::sync::Arc::new(LogShared {
             state: Mutex::new(LogState {
                 name: String::new(),
                 items: 0,
                 bytes: 0,
                 started: now,
                 last: now,
+                active: false,
+                stopped: false,
             }),
+            stop: std::sync::Condvar::new(),
             images: AtomicU64::new(0),
             images_done: AtomicU64::new(0),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             moved: AtomicU64::new(0),
+        });
+        let ticker = {
+            let shared = shared.clone();
+            std::thread::spawn(move || shared.tick())
+        };
+        LogLines {
+            shared,
+            ticker: Mutex::new(Some(ticker)),
         }
     }
 }
 
-impl LogLines {
+impl Drop for LogLines {
+    fn drop(&mut self) {
+        self.shared.state.lock().expect("log state").stopped = true;
+        self.shared.stop.notify_all();
+        if let Some(t) = self.ticker.lock().expect("ticker").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl LogShared {
+    /// The ticker thread: a line whenever a running phase has been quiet for `LOG_EVERY`.
+    fn tick(&self) {
+        let mut s = self.state.lock().expect("log state");
+        while !s.stopped {
+            let wait = LOG_EVERY.saturating_sub(s.last.elapsed());
+            if s.active && wait.is_zero() {
+                s.last = Instant::now();
+                eprintln!("{}", self.line(&s));
+                continue;
+            }
+            s = self
+                .stop
+                .wait_timeout(s, wait.max(Duration::from_millis(100)))
+                .expect("log state")
+                .0;
+        }
+    }
+
     fn line(&self, s: &LogState) -> String {
         let mut line = format!(
             "{}: {}/{} done",
@@ -85,7 +138,7 @@ impl LogLines {
         let moved = self.moved.load(Ordering::Relaxed);
         if s.bytes > 0 || moved > 0 {
             line.push_str(&format!(
-                ", {} of {}",
+                ", {} of {} moved",
                 human_bytes(moved),
                 human_bytes(s.bytes)
             ));
@@ -104,54 +157,50 @@ impl LogLines {
 
 impl Reporter for LogLines {
     fn phase(&self, name: &str, items: u64, bytes: u64) {
-        let mut s = self.state.lock().expect("log state");
-        *s = LogState {
-            name: name.to_string(),
-            items,
-            bytes,
-            started: Instant::now(),
-            last: Instant::now(),
-        };
-        self.done.store(0, Ordering::Relaxed);
-        self.failed.store(0, Ordering::Relaxed);
-        self.moved.store(0, Ordering::Relaxed);
-        self.images.store(0, Ordering::Relaxed);
-        self.images_done.store(0, Ordering::Relaxed);
+        let sh = &self.shared;
+        let mut s = sh.state.lock().expect("log state");
+        s.name = name.to_string();
+        s.items = items;
+        s.bytes = bytes;
+        s.started = Instant::now();
+        s.last = Instant::now();
+        s.active = true;
+        sh.done.store(0, Ordering::Relaxed);
+        sh.failed.store(0, Ordering::Relaxed);
+        sh.moved.store(0, Ordering::Relaxed);
+        sh.images.store(0, Ordering::Relaxed);
+        sh.images_done.store(0, Ordering::Relaxed);
         eprintln!(
             "{name}: {items} to do{}",
             if bytes > 0 {
-                format!(", {}", human_bytes(bytes))
+                format!(", {} to move", human_bytes(bytes))
             } else {
                 String::new()
             }
         );
     }
     fn item_done(&self, _: &str, ok: bool) {
-        self.done.fetch_add(1, Ordering::Relaxed);
+        self.shared.done.fetch_add(1, Ordering::Relaxed);
         if !ok {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut s = self.state.lock().expect("log state");
-        if s.last.elapsed() >= Duration::from_secs(5) {
-            s.last = Instant::now();
-            eprintln!("{}", self.line(&s));
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
     fn bytes(&self, n: u64) {
-        self.moved.fetch_add(n, Ordering::Relaxed);
+        self.shared.moved.fetch_add(n, Ordering::Relaxed);
     }
     fn message(&self, line: &str) {
         eprintln!("{line}");
     }
     fn finish_phase(&self) {
-        let s = self.state.lock().expect("log state");
-        eprintln!("{}", self.line(&s));
+        let mut s = self.shared.state.lock().expect("log state");
+        s.active = false;
+        eprintln!("{}", self.shared.line(&s));
     }
     fn images(&self, total: u64) {
-        self.images.store(total, Ordering::Relaxed);
+        self.shared.images.store(total, Ordering::Relaxed);
     }
     fn image_done(&self, _ok: bool) {
-        self.images_done.fetch_add(1, Ordering::Relaxed);
+        self.shared.images_done.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -17,7 +17,9 @@ use crate::progress::human_bytes;
 pub enum ImageStatus {
     /// Something was fetched through the cache this run.
     Warmed,
-    /// Every part was already verified in the cache by an earlier run and is still there.
+    /// Every blob was warmed by an earlier run (the state says so) and the cache answered a
+    /// HEAD for it again. Not "it was there before": a real Quay fetches a blob it lacks from
+    /// upstream to answer a HEAD.
     Cached,
     /// `verify`: the cache holds every manifest and blob.
     Present,
@@ -62,6 +64,12 @@ pub struct RunSummary {
     pub requests: u64,
     pub retries: u64,
     pub resumed: u64,
+    /// Blob transfers run: one per (destination repository, blob); one per blob for export.
+    #[serde(default)]
+    pub transfers: u64,
+    /// Blob bytes moved by those transfers (what progress counts as moved).
+    #[serde(default)]
+    pub bytes_moved: u64,
     #[serde(default)]
     pub copied: usize,
     #[serde(default)]
@@ -122,6 +130,13 @@ impl RunReport {
         report
     }
 
+    /// The transfers the engine ran and the blob bytes they moved.
+    pub fn with_moved(mut self, (transfers, bytes_moved): (u64, u64)) -> RunReport {
+        self.summary.transfers = transfers;
+        self.summary.bytes_moved = bytes_moved;
+        self
+    }
+
     pub fn failed(&self) -> impl Iterator<Item = &ImageReport> {
         self.images
             .iter()
@@ -174,7 +189,7 @@ impl RunReport {
         let s = &self.summary;
         writeln!(
             out,
-            "{}: {} images ({} warmed, {} already cached, {} present, {} missing, {} failed); {} manifests, {} unique blobs, {} planned, {} transferred; {} requests, {} retries, {} resumed; {:.1}s",
+            "{}: {} images ({} warmed, {} confirmed by the cache (warmed before), {} present, {} missing, {} failed); {} manifests, {} unique blobs ({} planned), {} blob transfers moved {}, {} transferred in all; {} requests, {} retries, {} resumed; {:.1}s",
             self.command,
             s.images,
             s.warmed,
@@ -185,6 +200,8 @@ impl RunReport {
             s.manifests,
             s.blobs,
             human_bytes(s.bytes_planned),
+            s.transfers,
+            human_bytes(s.bytes_moved),
             human_bytes(s.bytes_transferred),
             s.requests,
             s.retries,

@@ -148,6 +148,26 @@ fn export_verify_import_into_a_fresh_tls_registry_keeps_every_digest() {
     assert!(out.status.success());
     let r = read_report(Path::new(&report));
     assert_eq!(r["summary"]["exported"], env.seed.images.len(), "{r:#}");
+    // Plan, progress, summary and report count the same things: one transfer per unique blob,
+    // and the bytes moved are the bytes planned.
+    let s = &r["summary"];
+    assert_eq!(s["transfers"], s["blobs"], "{s}");
+    assert_eq!(s["bytes_moved"], s["bytes_planned"], "{s}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let phase = format!(
+        "export: {} to do, {} to move",
+        s["blobs"],
+        prewarm::progress::human_bytes(s["bytes_planned"].as_u64().unwrap())
+    );
+    assert!(stderr.contains(&phase), "{phase} in\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} blob transfers moved {}",
+            s["transfers"],
+            prewarm::progress::human_bytes(s["bytes_moved"].as_u64().unwrap())
+        )),
+        "{stderr}"
+    );
     let b = bundle_json(&bundle);
     let segs = segments(&bundle);
     assert!(segs.len() >= 3, "{segs:?}");
@@ -723,4 +743,81 @@ fn a_blob_missing_upstream_fails_its_image_and_the_rest_is_exported_and_imported
         victim.digest
     );
     assert_eq!(dest_digest(&env, &missing), None);
+}
+
+#[test]
+fn export_as_an_oci_layout_is_read_by_skopeo_and_a_rerun_moves_nothing_again() {
+    let env = lab("oci-dir");
+    let job = env.job.to_str().unwrap().to_string();
+    let layout = env.dir.join("oci");
+    let report = env.path("oci.json");
+    let out = env.prewarm(&[
+        "export",
+        &job,
+        "--format",
+        "oci-dir",
+        "-o",
+        layout.to_str().unwrap(),
+        "--report",
+        &report,
+    ]);
+    assert!(out.status.success());
+    let r = read_report(Path::new(&report));
+    assert_eq!(r["summary"]["exported"], env.seed.images.len(), "{r:#}");
+    // Every file under blobs/ hashes to its name; no temp file is left.
+    let blobs = layout.join("blobs/sha256");
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(!name.starts_with('.'), "temp file {name} left");
+        assert_eq!(sha256_hex(&std::fs::read(&path).unwrap()), name);
+        names.insert(format!("sha256:{name}"));
+    }
+    for digest in env.seed.unique_blobs().keys() {
+        assert!(
+            names.contains(digest),
+            "blob {digest} missing from the layout"
+        );
+    }
+    for image in &env.seed.images {
+        let reference = format!("oci:{}:{}", layout.display(), image.reference);
+        let out = skopeo(&["inspect", "--raw", &reference]);
+        assert!(out.status.success(), "{reference}");
+        assert_eq!(format!("sha256:{}", sha256_hex(&out.stdout)), image.digest);
+    }
+    // skopeo copies images out of it whole (it checks every blob's digest on the way).
+    for image in env.seed.images.iter().take(3) {
+        let out = skopeo(&[
+            "copy",
+            "--all",
+            &format!("oci:{}:{}", layout.display(), image.reference),
+            &format!("oci:{}:copy", env.dir.join("copied").display()),
+        ]);
+        assert!(out.status.success(), "skopeo copy of {}", image.reference);
+    }
+
+    // A rerun into the same layout finds every blob there: no blob bytes move again.
+    let out = env.prewarm(&[
+        "export",
+        &job,
+        "--format",
+        "oci-dir",
+        "-o",
+        layout.to_str().unwrap(),
+        "--report",
+        &report,
+    ]);
+    assert!(out.status.success());
+    let r = read_report(Path::new(&report));
+    for image in r["images"].as_array().unwrap() {
+        assert_eq!(image["bytes"], 0, "{image}");
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"].as_array().unwrap().len(),
+        env.seed.images.len(),
+        "one index entry per image, not one per run"
+    );
 }

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::faultproxy::{Fault, FaultProxy, Rule};
+use common::faultproxy::{Fault, FaultProxy, Rule, Shape};
 use common::{assert_storage_intact, lab, plain_registry, read_report, sha256_hex, skopeo, Env};
 
 /// The job with quay.io served through `proxy` (the fault proxy speaks plain HTTP).
@@ -256,4 +256,79 @@ fn import_through_a_flaky_destination_completes_and_leaves_nothing_corrupt() {
     drop(proxy);
     assert_all_at(&env, &dest.addr, mirror);
     assert_storage_intact(&dest.storage);
+}
+
+/// Progress lines of a phase (`export: 3/40 done, …`) in a non-terminal stderr.
+fn progress_lines(stderr: &str, phase: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with(&format!("{phase}: ")) && l.contains(" done"))
+        .count()
+}
+
+#[test]
+fn export_through_a_capped_source_takes_at_most_1_3_times_copy_and_logs_while_a_blob_moves() {
+    let env = lab("capped");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shape = Shape {
+        bandwidth: Some(80 * 1024),
+        latency: std::time::Duration::ZERO,
+    };
+    let proxy = rt.block_on(FaultProxy::start_shaped(
+        &env.lab.quay_addr(),
+        vec![],
+        shape,
+    ));
+    let job = job_with_quay_at(&env, &proxy.addr);
+    let jobs = "8";
+
+    let dest = plain_registry(&env.dir, "dest-capped");
+    let started = std::time::Instant::now();
+    let out = env.prewarm(&[
+        "copy",
+        job.to_str().unwrap(),
+        "--to",
+        &format!("{}/mirror", dest.addr),
+        "--to-insecure",
+        "--jobs",
+        jobs,
+    ]);
+    let copy_time = started.elapsed().as_secs_f64();
+    assert!(out.status.success());
+
+    let bundle = env.dir.join("bundle-capped");
+    let started = std::time::Instant::now();
+    let out = env.prewarm(&[
+        "export",
+        job.to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+        "--jobs",
+        jobs,
+    ]);
+    let export_time = started.elapsed().as_secs_f64();
+    assert!(out.status.success());
+    eprintln!("copy {copy_time:.1}s, export {export_time:.1}s");
+    assert!(
+        export_time <= 1.3 * copy_time,
+        "export took {export_time:.1}s, copy {copy_time:.1}s: more than 1.3×"
+    );
+
+    // The largest blob alone takes longer than a log interval at this bandwidth, and the
+    // plain log shows the run alive meanwhile: a line at least every few seconds.
+    let largest = quay_blobs(&env)[0].1 as f64 / (80.0 * 1024.0);
+    assert!(
+        largest > 2.0 * prewarm::progress::LOG_EVERY.as_secs_f64(),
+        "the largest blob moves in {largest:.1}s: too short for this check"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = (export_time / prewarm::progress::LOG_EVERY.as_secs_f64()) as usize - 1;
+    assert!(
+        progress_lines(&stderr, "export") >= expected.max(2),
+        "expected {expected} progress lines in {export_time:.1}s:\n{stderr}"
+    );
+    assert!(env
+        .prewarm(&["bundle", "verify", bundle.to_str().unwrap()])
+        .status
+        .success());
 }

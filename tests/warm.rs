@@ -109,10 +109,18 @@ fn second_warm_fetches_no_blob_upstream_and_reports_cached() {
     );
 
     let report = env.path("again.json");
-    assert!(env
-        .prewarm(&["warm", job, "--state", &state, "--report", &report])
-        .status
-        .success());
+    let again = env.prewarm(&["warm", job, "--state", &state, "--report", &report]);
+    assert!(again.status.success());
+    // Honest words: the state shows prewarm warmed it before and the cache answered for it
+    // now; a HEAD cannot show the cache held it before (a real Quay fetches to answer it).
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} confirmed by the cache (warmed before)",
+            env.seed.images.len()
+        )) && !stderr.contains("already cached"),
+        "{stderr}"
+    );
     let after = env.settled_upstream_blob_gets();
     let new: Vec<&String> = env
         .upstream_blob_requests()

@@ -58,17 +58,35 @@ pub struct ShippedArgs {
     pub state: Option<PathBuf>,
 }
 
+/// What `export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// A bundle: `bundle.json` and zstd-compressed tar segments (for `import`).
+    Bundle,
+    /// An OCI image layout directory (`skopeo copy oci:DIR:REFERENCE …` reads it).
+    OciDir,
+}
+
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The job file (YAML).
     pub job: PathBuf,
-    /// The bundle directory to write (created; must not hold a bundle already).
+    /// The directory to write (created; for a bundle it must not hold one already; an OCI
+    /// layout is added to, keeping what is there).
     #[arg(long, short, value_name = "DIR")]
     pub output: PathBuf,
-    /// Largest segment file, at least 1M, e.g. `4G`, `700M`, `4095MiB` (default: one segment).
+    /// What to write.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ExportFormat::Bundle)]
+    pub format: ExportFormat,
+    /// Blob transfers at once (default: the job's `concurrency`).
+    #[arg(long, short, value_name = "N", value_parser = parse_jobs)]
+    pub jobs: Option<usize>,
+    /// Largest segment file, at least 1M, e.g. `4G`, `700M`, `4095MiB` (default: one
+    /// segment; bundles only).
     #[arg(long, value_name = "SIZE", value_parser = parse_segment_size)]
     pub segment_size: Option<u64>,
-    /// An inventory written by `prewarm inventory` at the far site: what it holds is left out.
+    /// An inventory written by `prewarm inventory` at the far site: what it holds is left out
+    /// (bundles only).
     #[arg(long, value_name = "INVENTORY", conflicts_with = "since_last")]
     pub have: Option<PathBuf>,
     /// Leave out what earlier bundles recorded for SITE carried (the state's `shipped`
@@ -91,7 +109,7 @@ pub struct ImportArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub destination: DestinationArgs,
-    /// Mounts and manifest pushes at once.
+    /// Blob transfers at once (uploads, mounts), and manifest pushes at once.
     #[arg(long, short, value_name = "N", default_value_t = 8, value_parser = parse_jobs)]
     pub jobs: usize,
     /// Write the JSON report here.

@@ -13,16 +13,17 @@ use crate::bundle::chain;
 use crate::bundle::inventory::Inventory;
 use crate::bundle::{segments, BundleManifest};
 use crate::cli::{
-    BundleCommand, CopyArgs, ExportArgs, Global, ImportArgs, InventoryArgs, ShippedArgs,
+    BundleCommand, CopyArgs, ExportArgs, ExportFormat, Global, ImportArgs, InventoryArgs,
+    ShippedArgs,
 };
-use crate::exec::destination::{complete_indexes, source_reader, Destination};
-use crate::exec::{self, Work};
 use crate::job::Job;
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
 use crate::registry::{Registries, Stats, TransportConfig};
 use crate::report::{Header, ImageReport, RunReport};
 use crate::state::{self, ShippedBundle, ShippedItem, State};
+use crate::transfer::destination::{complete_indexes, source_reader, Destination};
+use crate::transfer::{self, Work};
 
 /// The state database of `--state` (or the default one).
 fn open_state(args: &ShippedArgs) -> Result<State> {
@@ -64,6 +65,7 @@ struct Finish<'a> {
     started_at: i64,
     plan: &'a Plan,
     stats: &'a Stats,
+    totals: &'a transfer::Totals,
     images: Vec<ImageReport>,
     report: Option<&'a Path>,
     extra: Option<String>,
@@ -86,7 +88,8 @@ fn finish(f: Finish<'_>) -> Result<i32> {
         &planned,
         f.stats,
         f.images,
-    );
+    )
+    .with_moved(f.totals.get());
     if let Some(path) = f.report {
         report.write_json(path).with_context(|| "--report")?;
     }
@@ -96,12 +99,14 @@ fn finish(f: Finish<'_>) -> Result<i32> {
         _ => format!("{} copied, {} already there", s.copied, s.present),
     };
     eprintln!(
-        "{}: {} images ({done}, {} failed); {} unique blobs, {} planned, {} transferred; {} requests, {} retries; {:.1}s{}",
+        "{}: {} images ({done}, {} failed); {} unique blobs ({} planned), {} blob transfers moved {}, {} transferred in all; {} requests, {} retries; {:.1}s{}",
         f.command,
         s.images,
         s.failed,
         s.blobs,
         human_bytes(s.bytes_planned),
+        s.transfers,
+        human_bytes(s.bytes_moved),
         human_bytes(s.bytes_transferred),
         s.requests,
         s.retries,
@@ -138,14 +143,16 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
     let target = registries.client(&dest.host)?;
     let reporter = progress::for_run(global.quiet);
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
+    let totals = transfer::Totals::default();
     let work = Work {
         job: &job,
         registries: &registries,
         state: None,
         reporter: reporter.as_ref(),
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
+        totals: &totals,
     };
-    let images = exec::copy::copy(&work, &plan, &dest, &target).await?;
+    let images = transfer::copy::copy(&work, &plan, &dest, &target).await?;
     let dir =
         crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref());
     if let Some(dir) = dir {
@@ -173,6 +180,7 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
         started_at,
         plan: &plan,
         stats: &registries.stats,
+        totals: &totals,
         images,
         report: args.report.as_deref(),
         extra: None,
@@ -181,6 +189,17 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
 
 pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
     let (started, started_at) = (Instant::now(), state::now());
+    let oci_dir = args.format == ExportFormat::OciDir;
+    if oci_dir
+        && (args.segment_size.is_some()
+            || args.have.is_some()
+            || args.since_last.is_some()
+            || args.shipped.site.is_some())
+    {
+        anyhow::bail!(
+            "--segment-size, --have, --since-last and --site apply to bundles, not to --format oci-dir"
+        );
+    }
     let (job, registries) = load(&args.job, global, args.resolve, None)?;
     let site = args.since_last.as_deref().or(args.shipped.site.as_deref());
     // `--since-last SITE`: what earlier bundles carried to SITE is left out, and the last
@@ -213,58 +232,67 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
     };
     let reporter = progress::for_run(global.quiet);
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
+    let totals = transfer::Totals::default();
     let work = Work {
         job: &job,
         registries: &registries,
         state: None,
         reporter: reporter.as_ref(),
-        jobs: job.concurrency.max(1),
+        jobs: args.jobs.unwrap_or(job.concurrency).max(1),
+        totals: &totals,
     };
-    let options = exec::export::ExportOptions {
-        dir: &args.output,
-        segment_size: args.segment_size.unwrap_or(u64::MAX),
-        have: have.as_ref(),
-        base: base.clone(),
+    let (images, extra) = if oci_dir {
+        let images = transfer::export::export_layout(&work, &plan, &args.output).await?;
+        let extra = format!("OCI image layout {}", args.output.display());
+        (images, extra)
+    } else {
+        let options = transfer::export::ExportOptions {
+            dir: &args.output,
+            segment_size: args.segment_size.unwrap_or(u64::MAX),
+            have: have.as_ref(),
+            base: base.clone(),
+        };
+        let (images, bundle) = transfer::export::export(&work, &plan, &options).await?;
+        if let Some(site) = site {
+            let (_, digest) = BundleManifest::load_with_digest(&args.output)?;
+            let state = open_state(&args.shipped)?;
+            state.record_bundle(
+                site,
+                &ShippedBundle {
+                    id: bundle.id.clone(),
+                    digest,
+                    dir: args.output.display().to_string(),
+                    at: bundle.created_at,
+                },
+            )?;
+            record_shipped(
+                &args.shipped,
+                site,
+                Some(&bundle.id),
+                &chain::shipped_by_bundle(&bundle),
+            )?;
+        }
+        let compressed: u64 = bundle.segments.iter().map(|s| s.size).sum();
+        let extra = format!(
+            "bundle {} ({}): {} segment(s), {} compressed ({} tar) for {} blobs and {} manifests inside ({}); {} blobs and {} manifests left out as present at the far site{}",
+            args.output.display(),
+            bundle.id,
+            bundle.segments.len(),
+            human_bytes(compressed),
+            human_bytes(bundle.tar_bytes),
+            bundle.blobs.len(),
+            bundle.manifests.len(),
+            human_bytes(bundle.bytes_inside()),
+            bundle.present.len(),
+            bundle.present_manifests.len(),
+            bundle
+                .base
+                .as_ref()
+                .map(|b| format!("; builds on bundle {} ({})", b.id, b.digest))
+                .unwrap_or_default(),
+        );
+        (images, extra)
     };
-    let (images, bundle) = exec::export::export(&work, &plan, &options).await?;
-    if let Some(site) = site {
-        let (_, digest) = BundleManifest::load_with_digest(&args.output)?;
-        let state = open_state(&args.shipped)?;
-        state.record_bundle(
-            site,
-            &ShippedBundle {
-                id: bundle.id.clone(),
-                digest,
-                dir: args.output.display().to_string(),
-                at: bundle.created_at,
-            },
-        )?;
-        record_shipped(
-            &args.shipped,
-            site,
-            Some(&bundle.id),
-            &chain::shipped_by_bundle(&bundle),
-        )?;
-    }
-    let compressed: u64 = bundle.segments.iter().map(|s| s.size).sum();
-    let extra = format!(
-        "bundle {} ({}): {} segment(s), {} compressed ({} tar) for {} blobs and {} manifests inside ({}); {} blobs and {} manifests left out as present at the far site{}",
-        args.output.display(),
-        bundle.id,
-        bundle.segments.len(),
-        human_bytes(compressed),
-        human_bytes(bundle.tar_bytes),
-        bundle.blobs.len(),
-        bundle.manifests.len(),
-        human_bytes(bundle.bytes_inside()),
-        bundle.present.len(),
-        bundle.present_manifests.len(),
-        bundle
-            .base
-            .as_ref()
-            .map(|b| format!("; builds on bundle {} ({})", b.id, b.digest))
-            .unwrap_or_default(),
-    );
     finish(Finish {
         command: "export",
         job: args.job.display().to_string(),
@@ -273,6 +301,7 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         started_at,
         plan: &plan,
         stats: &registries.stats,
+        totals: &totals,
         images,
         report: args.report.as_deref(),
         extra: Some(extra),
@@ -344,16 +373,18 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
     // The executors take a job; an import has none.
     let job = Arc::new(empty_job()?);
     let reporter = progress::for_run(global.quiet);
+    let totals = transfer::Totals::default();
     let work = Work {
         job: &job,
         registries: &registries,
         state: None,
         reporter: reporter.as_ref(),
         jobs: args.jobs.max(1),
+        totals: &totals,
     };
-    let plan = exec::import::plan_of(&bundle, &args.dir)?;
+    let plan = transfer::import::plan_of(&bundle, &args.dir)?;
     let ticker = crate::bundle::progress::start("import", global.quiet);
-    let images = exec::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
+    let images = transfer::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
     drop(ticker);
     let dir =
         crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref());
@@ -382,6 +413,7 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         started_at,
         plan: &plan,
         stats: &registries.stats,
+        totals: &totals,
         images,
         report: args.report.as_deref(),
         extra: None,
@@ -412,7 +444,7 @@ pub async fn inventory(args: &InventoryArgs, global: &Global) -> Result<i32> {
         Inventory::of_plan(&client, &d, &plan, args.jobs).await?
     } else if let Some(dir) = &args.bundle {
         let bundle = BundleManifest::load(dir)?;
-        let plan = exec::import::plan_of(&bundle, dir)?;
+        let plan = transfer::import::plan_of(&bundle, dir)?;
         Inventory::of_plan(&client, &d, &plan, args.jobs).await?
     } else {
         let mut repos = args.repos.clone();

@@ -24,7 +24,6 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Global;
-use crate::exec::{self, Work};
 use crate::history::Known;
 use crate::job::{Job, ResolveVia};
 use crate::metrics::{self, RefreshFigures, RunMetrics};
@@ -35,6 +34,7 @@ use crate::registry::{Registries, RegistryClient, RegistryError};
 use crate::report::{Header, ImageReport, ImageStatus, RunReport};
 use crate::shard::{self, Shard};
 use crate::state::{self, State};
+use crate::transfer::{self, Work};
 
 /// Arguments of `prewarm refresh` (built by the CLI).
 #[derive(Debug, Clone)]
@@ -341,6 +341,7 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     let mut images = Vec::new();
     let mut warm = std::collections::HashSet::new();
     let mut plan_summary = plan::Plan::default().summary();
+    let totals = transfer::Totals::default();
     if !opts.dry_run && !sources.is_empty() {
         let mut p = plan::build_from(&job_run, &registries, sources, reporter.as_ref()).await?;
         if let Some(s) = opts.shard {
@@ -353,8 +354,9 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
             state: Some(&state),
             reporter: reporter.as_ref(),
             jobs: job_run.concurrency.max(1),
+            totals: &totals,
         };
-        let reports = exec::warm::warm(&work, &p).await?;
+        let reports = transfer::warm::warm(&work, &p).await?;
         crate::history::record_plan(&state, &p, Some(&reports))?;
         warm.extend(
             p.images
@@ -406,7 +408,8 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
         &plan_summary,
         &registries.stats,
         images,
-    );
+    )
+    .with_moved(totals.get());
     let report = RefreshReport {
         run,
         refresh: section,

@@ -301,6 +301,11 @@ impl RegistryClient {
         &self.budget
     }
 
+    /// The policy every request of this client runs under (`--retries`, `--timeout`, …).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub fn host(&self) -> &str {
         &self.host
     }

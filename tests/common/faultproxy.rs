@@ -3,6 +3,9 @@
 //! links do — a connection reset mid-body, a stall, 429 with Retry-After, bursts of
 //! 502/503/504, a truncated body, one flipped byte, an expired bearer token.
 //!
+//! It can also shape the link ([`Shape`]): a bandwidth cap per connection on response bodies
+//! and a latency added to every request, as a WAN would.
+//!
 //! It also stands as a token-auth registry: `/v2/` answers 401 with a Bearer challenge whose
 //! realm is its own `/token`, and every other request must carry a token it issued, so token
 //! expiry mid-run can be injected. It strips the token before forwarding.
@@ -69,8 +72,43 @@ pub struct Seen {
     pub fault: Option<String>,
 }
 
+/// How the link behaves besides faults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shape {
+    /// Response body bytes per second, per connection (`None`: as fast as loopback).
+    pub bandwidth: Option<u64>,
+    /// Added before every request is forwarded.
+    pub latency: Duration,
+}
+
+/// Paces one connection's response bytes to the bandwidth cap.
+struct Pacer {
+    bandwidth: Option<u64>,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// Wait until `n` more bytes may go.
+    async fn take(&self, n: usize) {
+        let Some(bw) = self.bandwidth else {
+            return;
+        };
+        let at = {
+            let mut next = self.next.lock().await;
+            let start = (*next).max(tokio::time::Instant::now());
+            *next = start + Duration::from_secs_f64(n as f64 / bw as f64);
+            *next
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Bytes sent at once under a bandwidth cap.
+const PACE_CHUNK: usize = 8 << 10;
+
 struct State {
     backend: String,
+    shape: Shape,
     rules: Mutex<Vec<(Rule, u64)>>,
     seen: Mutex<Vec<Seen>>,
     token_generation: AtomicU64,
@@ -92,12 +130,18 @@ impl Drop for FaultProxy {
 impl FaultProxy {
     /// Listen on a free 127.0.0.1 port, forwarding to `backend` (`127.0.0.1:PORT`, plain HTTP).
     pub async fn start(backend: &str, rules: Vec<Rule>) -> FaultProxy {
+        Self::start_shaped(backend, rules, Shape::default()).await
+    }
+
+    /// As [`FaultProxy::start`], over a link shaped as `shape` says.
+    pub async fn start_shaped(backend: &str, rules: Vec<Rule>, shape: Shape) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1");
         let addr = listener.local_addr().unwrap().to_string();
         let state = Arc::new(State {
             backend: backend.to_string(),
+            shape,
             rules: Mutex::new(rules.into_iter().map(|r| (r, 0)).collect()),
             seen: Mutex::new(Vec::new()),
             token_generation: AtomicU64::new(1),
@@ -110,8 +154,14 @@ impl FaultProxy {
                     return;
                 };
                 let st = st.clone();
+                let pacer = Arc::new(Pacer {
+                    bandwidth: st.shape.bandwidth,
+                    next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+                });
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(st.clone(), pacer.clone(), req)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -160,7 +210,14 @@ fn empty(status: StatusCode) -> Response<Body> {
     r
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    pacer: Arc<Pacer>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    if !state.shape.latency.is_zero() {
+        tokio::time::sleep(state.shape.latency).await;
+    }
     let method = req.method().as_str().to_string();
     let path = req
         .uri()
@@ -340,8 +397,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 }
                 _ => {}
             }
-            if tx.send(Ok(Frame::data(chunk))).await.is_err() {
-                return;
+            while !chunk.is_empty() {
+                let piece = chunk.split_to(chunk.len().min(PACE_CHUNK));
+                pacer.take(piece.len()).await;
+                if tx.send(Ok(Frame::data(piece))).await.is_err() {
+                    return;
+                }
             }
         }
     });

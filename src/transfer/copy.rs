@@ -1,0 +1,175 @@
+//! Copy: push every plan image into a destination registry's repositories, digests unchanged
+//! — the registry source and the registry sink on the one scheduler.
+//!
+//! Each digest is uploaded once, into the first destination repository that needs it
+//! (streamed from the source through a verifying, Range-resumed body, never whole in memory),
+//! then cross-repository mounted into the others; a blob a destination repository already
+//! holds is skipped. As soon as an image's blobs are all there, its manifests are pushed byte
+//! for byte, children before their index, by digest, and then its tag, so a tag never points
+//! at something incomplete.
+
+use std::future::Future;
+
+use anyhow::Result;
+use bytes::Bytes;
+
+use super::destination::Destination;
+use super::remote::{done_of, RegistrySink, RegistrySource};
+use super::scheduler::{Arrangement, Chain, Done, Task};
+use super::{ImageOutcomes, Work};
+use crate::plan::{Plan, PlannedImage};
+use crate::reference::Digest;
+use crate::registry::{RegistryClient, RegistryError};
+use crate::report::{ImageReport, ImageStatus};
+
+/// Whole pushes of one blob before its images fail (each body already resumes on its own).
+const PUSH_ATTEMPTS: u32 = 3;
+
+struct Copy<'a> {
+    work: &'a Work<'a>,
+    plan: &'a Plan,
+    dest: &'a Destination,
+    source: RegistrySource<'a>,
+    sink: RegistrySink<'a>,
+}
+
+impl Arrangement for Copy<'_> {
+    fn stages(&self) -> (bool, bool) {
+        (false, true)
+    }
+
+    async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, String> {
+        let image = &self.plan.images[task.images[0]].source;
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .sink
+                .push_blob(
+                    &task.repository,
+                    &task.digest,
+                    task.size,
+                    head.map(|h| h.repository.as_str()),
+                    || async { self.source.body(image, &task.digest, task.size) },
+                )
+                .await;
+            match result {
+                Ok(pushed) => {
+                    let done = done_of(pushed);
+                    if let Done::Moved(n) = done {
+                        self.work.reporter.bytes(n);
+                    }
+                    return Ok(done);
+                }
+                Err(RegistryError::Unauthorized { .. } | RegistryError::NotFound { .. }) => {
+                    return result.map(done_of).map_err(|e| e.to_string())
+                }
+                Err(e) if attempt + 1 < PUSH_ATTEMPTS => {
+                    tracing::debug!("{e}; pushing {} again", task.digest);
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    async fn after(&self, i: usize) -> Result<(), String> {
+        let image = &self.plan.images[i];
+        push_image(
+            &self.sink,
+            &self.dest.repository(&image.source),
+            image,
+            |digest| async move {
+                let m = self.source.manifest(&image.source, &digest).await?;
+                Ok(Some((m.bytes, m.media_type)))
+            },
+        )
+        .await
+    }
+}
+
+pub async fn copy(
+    work: &Work<'_>,
+    plan: &Plan,
+    dest: &Destination,
+    target: &RegistryClient,
+) -> Result<Vec<ImageReport>> {
+    let outcomes = ImageOutcomes::new(plan);
+    let tasks = super::pair_tasks(plan, |i| dest.repository(&plan.images[i].source));
+    let arrangement = Copy {
+        work,
+        plan,
+        dest,
+        source: RegistrySource {
+            job: work.job,
+            registries: work.registries,
+        },
+        sink: RegistrySink { client: target },
+    };
+    work.schedule(
+        "copy",
+        first_bytes(&tasks),
+        &arrangement,
+        plan.images.len(),
+        tasks,
+        Chain::FirstThenRest,
+        &outcomes,
+    )
+    .await;
+    Ok(outcomes.into_reports(plan, pushed_status))
+}
+
+/// `copied` when anything was pushed for the image, else `present`.
+pub(super) fn pushed_status(o: &super::Outcome) -> ImageStatus {
+    if o.fetched_any {
+        ImageStatus::Copied
+    } else {
+        ImageStatus::Present
+    }
+}
+
+/// The bytes a chain-ordered set of registry tasks may upload: each digest once (the rest
+/// are mounts).
+pub(super) fn first_bytes(tasks: &[Task]) -> u64 {
+    let mut seen = std::collections::BTreeSet::new();
+    tasks
+        .iter()
+        .filter(|t| seen.insert(&t.digest))
+        .map(|t| t.size)
+        .sum()
+}
+
+/// Push one image's manifests into `repository`: children, then the top, by digest; then its
+/// tag. `fetch(digest)` gives a manifest's exact bytes and media type, or `None` for one the
+/// destination holds already (then the tag is left as it is).
+pub(super) async fn push_image<F, Fut>(
+    sink: &RegistrySink<'_>,
+    repository: &str,
+    image: &PlannedImage,
+    fetch: F,
+) -> Result<(), String>
+where
+    F: Fn(Digest) -> Fut,
+    Fut: Future<Output = Result<Option<(Bytes, String)>, String>>,
+{
+    let mut top = None;
+    for digest in image
+        .manifests
+        .iter()
+        .skip(1)
+        .chain(image.manifests.first())
+    {
+        if let Some((bytes, media_type)) = fetch(digest.clone()).await? {
+            sink.put_manifest(repository, digest.as_str(), &media_type, bytes.clone())
+                .await?;
+            if digest == &image.digest {
+                top = Some((bytes, media_type));
+            }
+        }
+    }
+    if let (Some(tag), Some((bytes, media_type))) = (image.source.tag(), top) {
+        sink.put_manifest(repository, tag, &media_type, bytes)
+            .await?;
+    }
+    Ok(())
+}
