@@ -18,17 +18,21 @@ pub async fn verify(work: &Work<'_>, plan: &Plan) -> Result<Vec<ImageReport>> {
     let cache = work.job.cache()?;
     let client = work.registries.client(&cache.host)?;
     let outcomes = ImageOutcomes::new(plan);
+    // The size each manifest must have where the cache sends no Docker-Content-Digest.
+    let sizes: std::collections::HashMap<&crate::reference::Digest, u64> =
+        plan.manifests.iter().map(|m| (&m.digest, m.size)).collect();
 
     work.reporter
         .phase("manifests", plan.images.len() as u64, 0);
     futures::stream::iter(plan.images.iter().enumerate())
         .for_each_concurrent(work.jobs, |(i, image)| {
             let client = &client;
-            let outcomes = &outcomes;
+            let (outcomes, sizes) = (&outcomes, &sizes);
             async move {
                 let repo = super::cache_repository(cache, &image.source);
                 for digest in &image.manifests {
-                    match client.manifest_presence(&repo, digest, None).await {
+                    let size = sizes.get(digest).copied();
+                    match client.manifest_presence(&repo, digest, size).await {
                         Ok(Presence::Present) => {}
                         Ok(Presence::Absent) | Err(RegistryError::NotFound { .. }) => {
                             outcomes.missing(i, format!("manifest {digest}"))
