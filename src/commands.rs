@@ -12,7 +12,7 @@ use crate::cli::{Global, Output, PlanArgs, RunArgs};
 use crate::job::{Job, ResolveVia};
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
-use crate::registry::{Policy, Registries, TransportConfig};
+use crate::registry::{Policy, Registries};
 use crate::report::{Header, RunReport};
 use crate::state::{self, State};
 use crate::transfer::{self as engine, Work};
@@ -34,7 +34,7 @@ pub(crate) fn load(
     }
     let job = Arc::new(job);
     let auth = AuthStore::discover(global.authfile.as_deref())?;
-    let registries = Registries::new(TransportConfig::from_job(&job, auth, policy(global)));
+    let registries = Registries::new(job.transport(auth, policy(global)));
     Ok((job, registries))
 }
 

@@ -44,7 +44,7 @@ pub struct Job {
     pub refresh: crate::refresh::rules::RefreshRules,
     /// Per logical host: requests per second and per run at most (see the README, "Refresh").
     #[serde(default)]
-    pub rate_limits: BTreeMap<String, RateLimit>,
+    pub rate_limits: BTreeMap<String, crate::registry::budget::RateLimit>,
     /// OCP release payloads by pullspec (tag or digest): the release image and every component.
     #[serde(default)]
     pub releases: Vec<String>,
@@ -240,46 +240,8 @@ impl Serialize for Platforms {
     }
 }
 
-/// `rate_limits.<host>` in the job: the request budget the transport keeps for that registry
-/// (see `registry::budget`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// Requests per second at most (spread evenly).
-    #[serde(default)]
-    pub requests_per_second: Option<f64>,
-    /// Requests in one run at most; then the run stops asking this registry.
-    #[serde(default)]
-    pub max_requests: Option<u64>,
-    /// Stop when the registry says this many requests or fewer remain (`RateLimit-Remaining`).
-    #[serde(default)]
-    pub min_remaining: u64,
-}
-
-impl RateLimit {
-    /// A one-line complaint about a bad value, or `None`.
-    pub fn problem(&self) -> Option<String> {
-        match self.requests_per_second {
-            Some(r) if !(r.is_finite() && r > 0.0) => {
-                Some(format!("requests_per_second: must be above 0, not {r}"))
-            }
-            _ if self.max_requests == Some(0) => {
-                Some("max_requests: must be at least 1".to_string())
-            }
-            _ => None,
-        }
-    }
-}
-
-/// How a registry is actually reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `host[:port]` to connect to.
-    pub address: String,
-    /// Plain HTTP and no TLS verification.
-    pub insecure: bool,
-    pub ca: Option<PathBuf>,
-}
+/// How a registry is reached (defined with the transport, which is built from it).
+pub use crate::registry::config::Endpoint;
 
 impl Job {
     pub fn load(path: &Path) -> Result<Job> {
@@ -399,6 +361,26 @@ impl Job {
                 insecure: false,
                 ca: None,
             },
+        }
+    }
+
+    /// What the transport is built from: this job's endpoints (its cache and `registries:`
+    /// overrides) and rate limits, with `auth` and `policy`.
+    pub fn transport(
+        &self,
+        auth: crate::auth::AuthStore,
+        policy: crate::registry::Policy,
+    ) -> crate::registry::TransportConfig {
+        let hosts = self
+            .cache
+            .iter()
+            .map(|c| c.host.clone())
+            .chain(self.registries.keys().cloned());
+        crate::registry::TransportConfig {
+            endpoints: hosts.map(|h| (h.clone(), self.endpoint(&h))).collect(),
+            auth,
+            policy,
+            rate_limits: self.rate_limits.clone(),
         }
     }
 

@@ -429,7 +429,7 @@ pub async fn inventory(args: &InventoryArgs, global: &Global) -> Result<i32> {
         None => None,
     };
     let config = match &job {
-        Some(j) => TransportConfig::from_job(j, auth, policy(global)),
+        Some(j) => j.transport(auth, policy(global)),
         None => TransportConfig::new(auth, policy(global)),
     };
     let endpoint = dest.endpoint(job.as_ref(), args.ca.clone(), args.insecure);

@@ -9,8 +9,37 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
 
-pub use crate::job::RateLimit;
+/// `rate_limits.<host>` in the job.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests per second at most (spread evenly).
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    /// Requests in one run at most; then the run stops asking this registry.
+    #[serde(default)]
+    pub max_requests: Option<u64>,
+    /// Stop when the registry says this many requests or fewer remain (`RateLimit-Remaining`).
+    #[serde(default)]
+    pub min_remaining: u64,
+}
+
+impl RateLimit {
+    /// A one-line complaint about a bad value, or `None`.
+    pub fn problem(&self) -> Option<String> {
+        match self.requests_per_second {
+            Some(r) if !(r.is_finite() && r > 0.0) => {
+                Some(format!("requests_per_second: must be above 0, not {r}"))
+            }
+            _ if self.max_requests == Some(0) => {
+                Some("max_requests: must be at least 1".to_string())
+            }
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Inner {

@@ -46,11 +46,11 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
 use super::budget::Budget;
+use super::config::Endpoint;
 use super::config::Policy;
 use super::manifest::ACCEPT;
 use super::presence::{self, Answer, NotRegistry, Presence};
 use crate::auth::{AuthStore, Credentials};
-use crate::job::Endpoint;
 use crate::reference::Digest;
 
 mod push;

@@ -1,13 +1,14 @@
 //! What the transport is built from: how each logical host is reached (the endpoint table),
 //! the credentials store, the request policy and the per-registry rate limits. A job converts
-//! into it ([`TransportConfig::from_job`]); commands without a job (import, inventory) build
-//! one from their flags. The transport never sees the rest of a job.
+//! into it (`Job::transport`); commands without a job (import, inventory) build one from
+//! their flags. The transport never sees a job: this module depends on nothing above it.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use super::budget::RateLimit;
 use crate::auth::AuthStore;
-use crate::job::{Endpoint, Job, RateLimit};
 
 /// How every request of a run is retried and timed out, source and destination alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,21 +94,6 @@ impl TransportConfig {
         }
     }
 
-    /// The endpoints of a job (its cache and `registries:` overrides) and its rate limits.
-    pub fn from_job(job: &Job, auth: AuthStore, policy: Policy) -> TransportConfig {
-        let hosts = job
-            .cache
-            .iter()
-            .map(|c| c.host.clone())
-            .chain(job.registries.keys().cloned());
-        TransportConfig {
-            endpoints: hosts.map(|h| (h.clone(), job.endpoint(&h))).collect(),
-            auth,
-            policy,
-            rate_limits: job.rate_limits.clone(),
-        }
-    }
-
     /// This config with `host` reached at `endpoint` (a destination given on the command line).
     pub fn with_endpoint(mut self, host: &str, endpoint: Endpoint) -> TransportConfig {
         self.endpoints.insert(host.to_string(), endpoint);
@@ -125,4 +111,14 @@ impl TransportConfig {
                 ca: None,
             })
     }
+}
+
+/// How a registry is actually reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host[:port]` to connect to.
+    pub address: String,
+    /// Plain HTTP and no TLS verification.
+    pub insecure: bool,
+    pub ca: Option<PathBuf>,
 }

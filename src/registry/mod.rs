@@ -40,7 +40,7 @@ impl Registries {
 
     /// These registries with `host` reached at `endpoint` (a destination named on the command
     /// line); before its first client only.
-    pub fn with_endpoint(mut self, host: &str, endpoint: crate::job::Endpoint) -> Registries {
+    pub fn with_endpoint(mut self, host: &str, endpoint: config::Endpoint) -> Registries {
         self.config = self.config.with_endpoint(host, endpoint);
         self
     }
