@@ -10,6 +10,7 @@
 pub mod after_run;
 pub mod catalog_filter;
 pub mod catalog_image;
+pub mod graph_image;
 pub mod image;
 pub mod kube;
 pub mod mirror_config;
