@@ -15,4 +15,5 @@ pub mod image;
 pub mod kube;
 pub mod mirror_config;
 pub mod names;
+pub mod prune;
 pub mod resources;

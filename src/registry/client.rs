@@ -30,6 +30,7 @@ use crate::auth::Credentials;
 use crate::job::Endpoint;
 use crate::reference::Digest;
 
+mod delete;
 mod push;
 pub use push::{verified_body, BodyFailure, ChunkStream, Mount, Pushed};
 
