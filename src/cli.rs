@@ -104,6 +104,12 @@ pub enum Command {
         after_help = "Example:\n  prewarm inventory --registry mirror.local:8443 --job job.yaml -o inventory.json"
     )]
     Inventory(InventoryArgs),
+    /// List what a registry holds under the job's mapping that the job no longer plans
+    /// (older releases, dropped bundles); delete it by digest with --yes.
+    #[command(
+        after_help = "Example:\n  prewarm prune job.yaml --to mirror.example:8443/ocp\n  prewarm prune job.yaml --to mirror.example:8443/ocp --yes\n\nExit status: 0 when everything listed was deleted (or only listed), 1 when a delete failed, 2 on bad input or an incomplete plan."
+    )]
+    Prune(crate::cluster::prune::PruneArgs),
     /// Bundle tools.
     #[command(subcommand)]
     Bundle(BundleCommand),

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::transfer::export(args, &cli.global).await,
             Command::Import(args) => commands::transfer::import(args, &cli.global).await,
             Command::Inventory(args) => commands::transfer::inventory(args, &cli.global).await,
+            Command::Prune(args) => commands::transfer::prune(args, &cli.global).await,
             Command::Bundle(command) => commands::transfer::bundle(command, &cli.global).await,
         }
     });

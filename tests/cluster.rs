@@ -112,10 +112,11 @@ fn check_dir(
     mirror_of: &dyn Fn(&str) -> String,
     catalog_image: &str,
     release_digest: &str,
-) {
+    graph: bool,
+) -> BTreeMap<String, String> {
     let files = files(dir);
     let names: BTreeSet<&str> = files.keys().map(String::as_str).collect();
-    let want_names: BTreeSet<String> = [
+    let mut want_names: BTreeSet<String> = [
         "idms.yaml".to_string(),
         "itms.yaml".into(),
         "catalogsource-cs-redhat-operator-index-v4-20.yaml".into(),
@@ -126,6 +127,9 @@ fn check_dir(
         ),
     ]
     .into();
+    if graph {
+        want_names.insert("updateservice.yaml".into());
+    }
     assert_eq!(
         names,
         want_names.iter().map(String::as_str).collect(),
@@ -225,6 +229,7 @@ fn check_dir(
         cm.binary_data.keys().cloned().collect::<Vec<_>>(),
         [format!("sha256-{hex}-1"), format!("sha256-{hex}-2")]
     );
+    files
 }
 
 #[test]
@@ -254,6 +259,11 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
     // Two signatures of the release, kept locally as the mirror lays them out.
     let release = &c.releases["4.20.2"];
     let hex = release.digest.trim_start_matches("sha256:");
+    std::fs::write(
+        env.dir.join("graph-data.tar.gz"),
+        prewarm_lab::ocp_content::graph_data_tarball(),
+    )
+    .unwrap();
     let sigs = env.dir.join("sig-source").join(format!("sha256={hex}"));
     std::fs::create_dir_all(&sigs).unwrap();
     std::fs::write(sigs.join("signature-1"), b"first").unwrap();
@@ -264,6 +274,7 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
         &format!(
             "releases:\n- quay.io/{}:4.20.2-x86_64\n\
              signatures:\n  source: {}\n  output: {}\n\
+             graph:\n  image:\n    base: registry.redhat.io/ubi9/ubi:latest\n    data: graph-data.tar.gz\n\
              operators:\n- catalog: registry.redhat.io/{CATALOG_REPOSITORY}:v4.20\n  packages:\n  - name: aws-load-balancer-operator\n  - name: jaeger-product\n    minVersion: 1.47.1-5\n",
             prewarm_lab::ocp_content::RELEASE_REPOSITORY,
             env.dir.join("sig-source").display(),
@@ -299,7 +310,13 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
             c.catalog.digest
         )
     );
-    check_dir(&by_orgs, &plan, &mirror, &filtered, &release.digest);
+    let written = check_dir(&by_orgs, &plan, &mirror, &filtered, &release.digest, true);
+    check_graph(
+        &env,
+        &written,
+        &mirror,
+        &format!("{}/cache_registry_redhat_io", dest.address),
+    );
     check_filtered_catalog(&env, &c, &filtered, &job);
     let first = files(&by_orgs);
 
@@ -328,7 +345,8 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
         "{filtered}@{}",
         dest_digest(&env, &format!("{filtered}:v4.20-filtered"))
     );
-    check_dir(&prefixed, &plan, &mirror, &filtered, &release.digest);
+    let written = check_dir(&prefixed, &plan, &mirror, &filtered, &release.digest, true);
+    check_graph(&env, &written, &mirror, &to);
 
     // The cache orgs: warm through the front.
     let warmed = env.dir.join("warmed");
@@ -348,7 +366,7 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
         mirror(&format!("registry.redhat.io/{CATALOG_REPOSITORY}")),
         c.catalog.digest
     );
-    check_dir(&warmed, &plan, &mirror, &published, &release.digest);
+    check_dir(&warmed, &plan, &mirror, &published, &release.digest, false);
 
     // A rerun writes the same bytes.
     let out = copy(&job, &dest.address, &by_orgs);
@@ -361,6 +379,132 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
     let out = copy(&nothing, &dest.address, &empty);
     assert_eq!(out.status.code(), Some(1));
     assert!(!empty.exists());
+}
+
+/// OSUS's UpdateServiceSpec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UpdateServiceSpec {
+    replicas: u32,
+    releases: String,
+    graph_data_image: String,
+}
+
+/// The UpdateService names the graph image pushed beside the base (under `root`) by digest,
+/// and the release repository at the mirror; the image's top layer is the lab's graph-data
+/// tarball under /var/lib/cincinnati-graph-data, its command copies it for the service.
+fn check_graph(
+    env: &Env,
+    files: &BTreeMap<String, String>,
+    mirror_of: &dyn Fn(&str) -> String,
+    root: &str,
+) {
+    let us: Resource<UpdateServiceSpec> =
+        serde_yaml_ng::from_str(&files["updateservice.yaml"]).unwrap();
+    assert_eq!(
+        (us.api_version.as_str(), us.kind.as_str()),
+        ("updateservice.operator.openshift.io/v1", "UpdateService")
+    );
+    assert_eq!(
+        us.metadata.namespace.as_deref(),
+        Some("openshift-update-service")
+    );
+    assert!(prewarm::cluster::names::is_label(&us.metadata.name));
+    assert_eq!(us.spec.replicas, 2);
+    assert_eq!(
+        us.spec.releases,
+        mirror_of(&format!(
+            "quay.io/{}",
+            prewarm_lab::ocp_content::RELEASE_REPOSITORY
+        ))
+    );
+    let repo = format!("{root}/openshift/graph-image");
+    let digest = dest_digest(env, &format!("{repo}:latest"));
+    assert_eq!(us.spec.graph_data_image, format!("{repo}@{digest}"));
+
+    let layers = pull_amd64(env, &us.spec.graph_data_image, "graph-layout");
+    let read = |bytes: &[u8]| -> BTreeMap<String, Vec<u8>> {
+        tar_entries(bytes)
+            .into_iter()
+            .filter(|(_, file, _)| *file)
+            .map(|(p, _, d)| (p, d))
+            .collect()
+    };
+    let got = read(layers.last().unwrap());
+    let want: BTreeMap<String, Vec<u8>> = read(&prewarm_lab::ocp_content::graph_data_tarball())
+        .into_iter()
+        .map(|(p, d)| (format!("var/lib/cincinnati-graph-data/{p}"), d))
+        .collect();
+    assert_eq!(got, want);
+    assert!(layers.len() > 1, "on top of the base's layers");
+    let config = config_amd64(env, &us.spec.graph_data_image);
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(prewarm::cluster::graph_image::COMMAND)
+    );
+}
+
+/// `skopeo inspect --config` of the amd64 image at the destination.
+fn config_amd64(env: &Env, image: &str) -> serde_json::Value {
+    let out = common::skopeo(&[
+        "inspect",
+        "--config",
+        "--override-arch",
+        "amd64",
+        "--cert-dir",
+        &env.path("certs"),
+        "--authfile",
+        &env.auth.display().to_string(),
+        &format!("docker://{image}"),
+    ]);
+    assert!(out.status.success(), "{image}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `skopeo copy` of the amd64 image at the destination into a directory; its layers' bytes.
+fn pull_amd64(env: &Env, image: &str, name: &str) -> Vec<Vec<u8>> {
+    let layout = env.dir.join(name);
+    let _ = std::fs::remove_dir_all(&layout);
+    let copy = common::skopeo(&[
+        "copy",
+        "--quiet",
+        "--override-arch",
+        "amd64",
+        "--src-cert-dir",
+        &env.path("certs"),
+        "--src-authfile",
+        &env.auth.display().to_string(),
+        &format!("docker://{image}"),
+        &format!("dir:{}", layout.display()),
+    ]);
+    assert!(copy.status.success(), "{image}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("manifest.json")).unwrap()).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+            std::fs::read(layout.join(hex)).unwrap()
+        })
+        .collect()
+}
+
+/// A gzip tar layer's entries: path, whether a regular file, bytes.
+fn tar_entries(layer: &[u8]) -> Vec<(String, bool, Vec<u8>)> {
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(layer));
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let file = e.header().entry_type().is_file();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            (path, file, data)
+        })
+        .collect()
 }
 
 /// `skopeo inspect --raw` of a reference at the lab's TLS destination: the digest of the bytes.
@@ -384,19 +528,7 @@ fn dest_digest(env: &Env, reference: &str) -> String {
 fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
     let certs = env.path("certs");
     let auth = env.auth.display().to_string();
-    let inspect = common::skopeo(&[
-        "inspect",
-        "--config",
-        "--override-arch",
-        "amd64",
-        "--cert-dir",
-        &certs,
-        "--authfile",
-        &auth,
-        &format!("docker://{image}"),
-    ]);
-    assert!(inspect.status.success());
-    let config: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let config = config_amd64(env, image);
     assert_eq!(
         config["config"]["Labels"]["operators.operatorframework.io.index.configs.v1"],
         "/configs"
@@ -422,41 +554,12 @@ fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
     );
 
     // The layers: the original's, a whiteout of configs/, the filtered configs.
-    let layout = env.dir.join("filtered-layout");
-    let _ = std::fs::remove_dir_all(&layout);
-    let copy = common::skopeo(&[
-        "copy",
-        "--quiet",
-        "--override-arch",
-        "amd64",
-        "--src-cert-dir",
-        &certs,
-        "--src-authfile",
-        &auth,
-        &format!("docker://{image}"),
-        &format!("dir:{}", layout.display()),
-    ]);
-    assert!(copy.status.success());
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("manifest.json")).unwrap()).unwrap();
-    let layers = manifest["layers"].as_array().unwrap();
+    let layers = pull_amd64(env, image, "filtered-layout");
     assert_eq!(layers.len(), 3 + 2, "the original's three layers, then two");
-    let entries = |layer: &serde_json::Value| -> Vec<(String, Vec<u8>)> {
-        let hex = layer["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:");
-        let bytes = std::fs::read(layout.join(hex)).unwrap();
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-        ar.entries()
-            .unwrap()
-            .map(|e| {
-                let mut e = e.unwrap();
-                let path = e.path().unwrap().display().to_string();
-                let mut data = Vec::new();
-                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
-                (path, data)
-            })
+    let entries = |layer: &[u8]| -> Vec<(String, Vec<u8>)> {
+        tar_entries(layer)
+            .into_iter()
+            .map(|(p, _, d)| (p, d))
             .collect()
     };
     let wh = entries(&layers[3]);

@@ -800,6 +800,32 @@ impl Lab {
     }
 }
 
+/// A small graph-data tarball shaped as the update service's (`channels/`, `blocked-edges/`,
+/// `raw/metadata.json`), gzip: the lab's stand-in for the public graph-data.
+pub fn graph_data_tarball() -> Vec<u8> {
+    let layer = tar_layer(
+        &[
+            ("channels/", Vec::new()),
+            (
+                "channels/stable-4.20.yaml",
+                b"name: stable-4.20\nversions:\n- 4.20.1\n- 4.20.2\n- 4.20.3\n".to_vec(),
+            ),
+            ("blocked-edges/", Vec::new()),
+            (
+                "blocked-edges/4.20.2-LabRisk.yaml",
+                b"to: 4.20.2\nfrom: 4\\.20\\.1\nurl: https://issues.redhat.com/browse/OCPBUGS-0\nname: LabRisk\nmessage: Lab risk.\nmatchingRules:\n- type: Always\n".to_vec(),
+            ),
+            ("raw/", Vec::new()),
+            ("raw/metadata.json", b"{}\n".to_vec()),
+        ],
+        Compression::Gzip,
+    );
+    match layer.data {
+        super::seed::BlobData::Memory(b) => b.to_vec(),
+        super::seed::BlobData::File(_) => unreachable!("small layers are built in memory"),
+    }
+}
+
 impl OcpContent {
     /// An update graph over the seeded releases (payloads by digest), as the update service
     /// serves it; `edges` are pairs of versions.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::catalog_image;
 use super::resources::{self, PlacedCatalog, Resources};
+use super::{catalog_image, graph_image};
 use crate::job::Job;
 use crate::plan::Plan;
 use crate::reference::Reference;
@@ -66,6 +66,16 @@ async fn collect_and_write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
     };
     if let Some(job) = a.job {
         out.catalogs = catalogs(job, &images, a.rebuild.as_ref()).await?;
+        if let Some(g) = job.graph.as_ref().and_then(|g| g.image.as_ref()) {
+            match &a.rebuild {
+                Some((_, target)) => {
+                    out.graph = graph_image::build(job, g, &images, target).await?
+                }
+                None => eprintln!(
+                    "note: graph.image: the graph-data image is built and pushed by copy only"
+                ),
+            }
+        }
         if let Some(cfg) = &job.signatures {
             out.signatures = resources::signatures_of(&job.relative(&cfg.output), &images)?;
         }

@@ -12,16 +12,13 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use serde_json::Value;
+use anyhow::{Context, Result};
 
 use super::catalog_filter;
-use super::image::{self, Layer};
+use super::image;
 use super::resources::PlacedCatalog;
 use crate::job::Job;
-use crate::reference::{Digest, Reference};
-use crate::registry::manifest::Manifest;
+use crate::reference::Reference;
 use crate::registry::{Registries, RegistryClient};
 use crate::sources::catalog::{configs_dir, rebuild_configs, work_dir};
 use crate::sources::fbc::{self, Catalog};
@@ -82,38 +79,20 @@ pub async fn rebuild(
         image::layer(&image::tree(&configs, &filtered.files))?,
     ];
     let repository = (target.repository_of)(&source);
-    let (client, from) = (&resolved.client, &resolved.repository);
-    let top = client.get_manifest(from, resolved.top.as_str()).await?;
     let tag = filtered_tag(op, &source);
-    let pushed = match Manifest::parse(&top.bytes, Some(&top.media_type))? {
-        Manifest::Image { .. } => {
-            let (bytes, media_type) =
-                child(client, from, &top.bytes, &added, target, &repository).await?;
-            put(target, &repository, &tag, &media_type, bytes).await?
-        }
-        Manifest::Index { media_type, .. } => {
-            let mut index: Value = serde_json::from_slice(&top.bytes)?;
-            let mut kept = Vec::new();
-            for d in index["manifests"].as_array().cloned().unwrap_or_default() {
-                // Attestations describe the original image's digests: they do not carry over.
-                if d.pointer("/platform/os").and_then(Value::as_str) == Some("unknown") {
-                    continue;
-                }
-                let digest = d["digest"].as_str().unwrap_or("");
-                let fetched = client.get_manifest(from, digest).await?;
-                let (bytes, child_type) =
-                    child(client, from, &fetched.bytes, &added, target, &repository).await?;
-                let new = put(target, &repository, "", &child_type, bytes.clone()).await?;
-                let mut d = d.clone();
-                d["digest"] = Value::from(new.as_str());
-                d["size"] = Value::from(bytes.len());
-                kept.push(d);
-            }
-            index["manifests"] = Value::Array(kept);
-            let bytes = Bytes::from(serde_json::to_vec_pretty(&index)?);
-            put(target, &repository, &tag, &media_type, bytes).await?
-        }
-    };
+    let pushed = image::build_on_top(&image::OnTop {
+        source: &resolved.client,
+        from: &resolved.repository,
+        top: &resolved.top,
+        added: &added,
+        cmd: &COMMAND,
+        created_by: "prewarm: filtered catalog configs",
+        target: &target.client,
+        repository: &repository,
+        tag: &tag,
+        mount_from: None,
+    })
+    .await?;
     let image = format!("{}/{repository}@{pushed}", target.host)
         .parse()
         .context("filtered catalog reference")?;
@@ -125,57 +104,4 @@ pub async fn rebuild(
         },
         filtered.notes,
     ))
-}
-
-/// One platform's image rebuilt with `added` on top; its new blobs pushed. Returns the new
-/// manifest's bytes and media type.
-async fn child(
-    client: &RegistryClient,
-    from: &str,
-    manifest: &[u8],
-    added: &[Layer; 2],
-    target: &Target<'_>,
-    repository: &str,
-) -> Result<(Bytes, String)> {
-    let Manifest::Image { config, .. } = Manifest::parse(manifest, None)? else {
-        bail!("nested index in a catalog image");
-    };
-    let mut sink = layers::MemorySink::default();
-    client
-        .fetch_blob(from, &config.digest, &mut sink, &|_| {})
-        .await?;
-    let (config, bytes, media_type) = image::extend(
-        manifest,
-        &sink.0,
-        &[&added[0], &added[1]],
-        Some(&COMMAND),
-        "prewarm: filtered catalog configs",
-    )?;
-    for l in added {
-        image::push_bytes(&target.client, repository, &l.bytes).await?;
-    }
-    image::push_bytes(&target.client, repository, &config).await?;
-    Ok((bytes, media_type))
-}
-
-/// PUT a manifest by digest, and under `tag` unless it is empty; returns its digest.
-async fn put(
-    target: &Target<'_>,
-    repository: &str,
-    tag: &str,
-    media_type: &str,
-    bytes: Bytes,
-) -> Result<Digest> {
-    let digest = Digest::sha256_of(&bytes);
-    target
-        .client
-        .put_manifest(repository, digest.as_str(), media_type, bytes.clone())
-        .await?;
-    if !tag.is_empty() {
-        target
-            .client
-            .put_manifest(repository, tag, media_type, bytes)
-            .await?;
-    }
-    Ok(digest)
 }

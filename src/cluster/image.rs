@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::reference::Digest;
+use crate::registry::manifest::Manifest;
 use crate::registry::{ChunkStream, RegistryClient};
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -196,6 +197,105 @@ pub async fn push_bytes(client: &RegistryClient, repository: &str, bytes: &Bytes
         .await
         .with_context(|| format!("blob {digest} into `{}/{repository}`", client.host()))?;
     Ok(())
+}
+
+/// A base image (a manifest or an index, every platform) with `added` layers on top of each
+/// platform's image and `cmd` as its command, pushed into `repository`.
+pub struct OnTop<'a> {
+    /// Where the base is read from.
+    pub source: &'a RegistryClient,
+    pub from: &'a str,
+    pub top: &'a Digest,
+    pub added: &'a [Layer],
+    pub cmd: &'a [&'a str],
+    pub created_by: &'a str,
+    pub target: &'a RegistryClient,
+    pub repository: &'a str,
+    /// The tag of the result; the children are pushed by digest only.
+    pub tag: &'a str,
+    /// A destination repository holding the base's blobs, mounted from when `repository` is
+    /// another one (none: `repository` holds them already).
+    pub mount_from: Option<&'a str>,
+}
+
+/// Build and push; returns the digest of what `tag` names.
+pub async fn build_on_top(o: &OnTop<'_>) -> Result<Digest> {
+    let top = o.source.get_manifest(o.from, o.top.as_str()).await?;
+    match Manifest::parse(&top.bytes, Some(&top.media_type))? {
+        Manifest::Image { .. } => {
+            let (bytes, media_type) = child(o, &top.bytes).await?;
+            put(o, o.tag, &media_type, bytes).await
+        }
+        Manifest::Index { media_type, .. } => {
+            let mut index: Value = serde_json::from_slice(&top.bytes)?;
+            let mut kept = Vec::new();
+            for d in index["manifests"].as_array().cloned().unwrap_or_default() {
+                // Attestations describe the base's digests: they do not carry over.
+                if d.pointer("/platform/os").and_then(Value::as_str) == Some("unknown") {
+                    continue;
+                }
+                let digest = d["digest"].as_str().unwrap_or("");
+                let fetched = o.source.get_manifest(o.from, digest).await?;
+                let (bytes, child_type) = child(o, &fetched.bytes).await?;
+                let new = put(o, "", &child_type, bytes.clone()).await?;
+                let mut d = d.clone();
+                d["digest"] = Value::from(new.as_str());
+                d["size"] = Value::from(bytes.len());
+                kept.push(d);
+            }
+            index["manifests"] = Value::Array(kept);
+            let bytes = Bytes::from(serde_json::to_vec_pretty(&index)?);
+            put(o, o.tag, &media_type, bytes).await
+        }
+    }
+}
+
+/// One platform's image with the added layers; its blobs pushed. Returns the new manifest's
+/// bytes and media type.
+async fn child(o: &OnTop<'_>, manifest: &[u8]) -> Result<(Bytes, String)> {
+    let Manifest::Image { config, layers, .. } = Manifest::parse(manifest, None)? else {
+        bail!("nested index in `{}`", o.from);
+    };
+    let mut sink = crate::sources::layers::MemorySink::default();
+    o.source
+        .fetch_blob(o.from, &config.digest, &mut sink, &|_| {})
+        .await?;
+    let added: Vec<&Layer> = o.added.iter().collect();
+    let (new_config, bytes, media_type) =
+        extend(manifest, &sink.0, &added, Some(o.cmd), o.created_by)?;
+    if let Some(from) = o.mount_from {
+        for l in &layers {
+            let what = format!("layer {} from `{from}`", l.digest);
+            o.target
+                .push_blob(o.repository, &l.digest, l.size, Some(from), || async {
+                    Err(crate::registry::RegistryError::NotFound {
+                        host: o.target.host().to_string(),
+                        what: what.clone(),
+                    })
+                })
+                .await
+                .with_context(|| format!("base layer {} into `{}`", l.digest, o.repository))?;
+        }
+    }
+    for l in o.added {
+        push_bytes(o.target, o.repository, &l.bytes).await?;
+    }
+    push_bytes(o.target, o.repository, &new_config).await?;
+    Ok((bytes, media_type))
+}
+
+/// PUT a manifest by digest, and under `tag` unless it is empty; returns its digest.
+async fn put(o: &OnTop<'_>, tag: &str, media_type: &str, bytes: Bytes) -> Result<Digest> {
+    let digest = Digest::sha256_of(&bytes);
+    o.target
+        .put_manifest(o.repository, digest.as_str(), media_type, bytes.clone())
+        .await?;
+    if !tag.is_empty() {
+        o.target
+            .put_manifest(o.repository, tag, media_type, bytes)
+            .await?;
+    }
+    Ok(digest)
 }
 
 #[cfg(test)]

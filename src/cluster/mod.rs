@@ -10,8 +10,10 @@
 pub mod after_run;
 pub mod catalog_filter;
 pub mod catalog_image;
+pub mod graph_image;
 pub mod image;
 pub mod kube;
 pub mod mirror_config;
 pub mod names;
+pub mod prune;
 pub mod resources;

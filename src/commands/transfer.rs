@@ -46,6 +46,23 @@ fn record_shipped(
     Ok(())
 }
 
+/// The job's transport with the destination of `--to` added (its TLS and address from the job
+/// when the job names the host, else `--to-ca`/`--to-insecure`), and the destination's client:
+/// one policy, budget and stats for source and destination alike.
+fn with_destination(
+    registries: Registries,
+    dest: &Destination,
+    job: &Job,
+    args: &crate::cli::DestinationArgs,
+) -> Result<(Registries, std::sync::Arc<crate::registry::RegistryClient>)> {
+    let registries = registries.with_endpoint(
+        &dest.host,
+        dest.endpoint(Some(job), args.to_ca.clone(), args.to_insecure),
+    );
+    let target = registries.client(&dest.host)?;
+    Ok((registries, target))
+}
+
 /// Plan a job for copying or exporting: every child of every index included.
 async fn plan_for_transfer(
     job: &Job,
@@ -132,15 +149,7 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
     let (job, registries) = load(&args.job, global, args.resolve, None)?;
     let mut dest = Destination::parse(&args.destination.to)?;
     dest.orgs = job.cache.clone();
-    let registries = registries.with_endpoint(
-        &dest.host,
-        dest.endpoint(
-            Some(&job),
-            args.destination.to_ca.clone(),
-            args.destination.to_insecure,
-        ),
-    );
-    let target = registries.client(&dest.host)?;
+    let (registries, target) = with_destination(registries, &dest, &job, &args.destination)?;
     let reporter = progress::for_run(global.quiet);
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
     let totals = transfer::Totals::default();
@@ -349,6 +358,34 @@ async fn write_cluster_resources(
     .await
     .context("--cluster-resources")?;
     Ok(())
+}
+
+/// `prewarm prune`: plan the job, list what the destination holds under its mapping that the
+/// plan no longer needs, delete it with `--yes`.
+pub async fn prune(args: &crate::cluster::prune::PruneArgs, global: &Global) -> Result<i32> {
+    use crate::cluster::prune;
+    let (job, registries) = load(&args.job, global, None, None)?;
+    let mut dest = Destination::parse(&args.destination.to)?;
+    dest.orgs = job.cache.clone();
+    let (registries, target) = with_destination(registries, &dest, &job, &args.destination)?;
+    let reporter = progress::for_run(global.quiet);
+    let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
+    let repository_of = |r: &crate::reference::Reference| dest.repository(r);
+    let mut needed = prune::Needed::of(&plan, &repository_of)?;
+    prune::keep_built(&job, &target, &mut needed, &repository_of).await?;
+    let candidates = prune::find(&target, &needed, &repository_of).await?;
+    let failed = prune::apply(&target, &dest.host, &candidates, args.yes).await?;
+    eprintln!(
+        "prune: {} manifest(s) under {} no longer planned{}",
+        candidates.len(),
+        args.destination.to,
+        if args.yes {
+            format!(", {} deleted", candidates.len() - failed)
+        } else {
+            " (dry run: --yes deletes them)".to_string()
+        }
+    );
+    Ok(if failed > 0 { EXIT_INCOMPLETE } else { 0 })
 }
 
 /// A job with nothing in it, for commands that read no job file.

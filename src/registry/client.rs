@@ -53,6 +53,7 @@ use super::presence::{self, Answer, NotRegistry, Presence};
 use crate::auth::{AuthStore, Credentials};
 use crate::reference::Digest;
 
+mod delete;
 mod push;
 pub use push::{verified_body, BodyFailure, ChunkStream, Mount, Pushed};
 
@@ -132,12 +133,14 @@ pub(crate) enum Scope<'a> {
         from: Option<&'a str>,
     },
     Catalog,
+    /// Delete in `repository` (`prewarm prune`).
+    Delete(&'a str),
 }
 
 impl Scope<'_> {
     fn repository(&self) -> Option<&str> {
         match self {
-            Scope::Pull(r) | Scope::Push { repository: r, .. } => Some(r),
+            Scope::Pull(r) | Scope::Push { repository: r, .. } | Scope::Delete(r) => Some(r),
             Scope::Catalog => None,
         }
     }
@@ -154,6 +157,7 @@ impl Scope<'_> {
                 s
             }
             Scope::Catalog => "registry:catalog:*".to_string(),
+            Scope::Delete(r) => format!("repository:{r}:delete"),
         }
     }
 }

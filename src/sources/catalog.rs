@@ -129,13 +129,13 @@ pub async fn select(
     for (i, p) in op.packages.iter().enumerate() {
         if p.default_channel.is_some() {
             out.notes.push(format!(
-                "catalog {source}: packages[{i}].defaultChannel only matters to a rebuilt catalog; prewarm keeps the catalog as published"
+                "catalog {source}: packages[{i}].defaultChannel applies to the filtered catalog `copy` builds; warm keeps the catalog as published"
             ));
         }
     }
     if op.target_catalog.is_some() || op.target_tag.is_some() {
         out.notes.push(format!(
-            "catalog {source}: targetCatalog/targetTag rename a mirrored catalog; a cache keeps its source name"
+            "catalog {source}: targetTag names the filtered catalog `copy` builds; targetCatalog is not used (the catalog keeps its source repository)"
         ));
     }
     Ok(out)

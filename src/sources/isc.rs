@@ -144,7 +144,9 @@ pub fn merge(job: &mut Job, isc: Isc, path: &Path) -> Result<()> {
             job.releases.push(r);
         }
         if p.graph {
-            job.notes.push(format!("{file}: mirror.platform.graph: prewarm does not build the graph-data image (unsupported); point the cluster's update service at the public graph or build it with oc-mirror"));
+            // The graph-data image with the default base and tarball, built by copy.
+            let g = job.graph.get_or_insert_with(Default::default);
+            g.image.get_or_insert_with(Default::default);
         }
         if p.kube_virt_container {
             job.notes.push(format!("{file}: mirror.platform.kubeVirtContainer: KubeVirt container disks are not supported by prewarm and are not planned"));
@@ -252,11 +254,11 @@ mod tests {
         assert!(job.operators[1].full);
         assert_eq!(job.images, ["registry.redhat.io/ubi9/ubi:latest"]);
         assert_eq!(job.blocked_images, ["registry.redhat.io/ubi9/ubi-minimal"]);
-        // graph: true is reported, not dropped.
-        assert!(job
-            .notes
-            .iter()
-            .any(|n| n.contains("mirror.platform.graph")));
+        // graph: true builds the graph-data image from the defaults.
+        assert_eq!(
+            job.graph.and_then(|g| g.image),
+            Some(crate::sources::GraphImageConfig::default())
+        );
     }
 
     #[test]

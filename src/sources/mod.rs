@@ -69,6 +69,38 @@ pub struct GraphConfig {
     pub file: Option<PathBuf>,
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// Build the update service's graph-data image (see `cluster::graph_image`).
+    #[serde(default)]
+    pub image: Option<GraphImageConfig>,
+}
+
+/// The graph-data image: the graph-data tarball (`data`: a URL or a local file) unpacked on top
+/// of a base image (`base`, planned and mirrored like any image).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphImageConfig {
+    #[serde(default = "default_graph_base")]
+    pub base: String,
+    #[serde(default = "default_graph_data")]
+    pub data: String,
+}
+
+impl Default for GraphImageConfig {
+    fn default() -> Self {
+        GraphImageConfig {
+            base: default_graph_base(),
+            data: default_graph_data(),
+        }
+    }
+}
+
+/// UBI 9 (also served as registry.access.redhat.com/ubi9/ubi), as the OSUS docs build on.
+fn default_graph_base() -> String {
+    "registry.redhat.io/ubi9/ubi:latest".into()
+}
+
+fn default_graph_data() -> String {
+    "https://api.openshift.com/api/upgrades_info/graph-data".into()
 }
 
 /// An operator catalog (the job's `operators:`, an ISC's `mirror.operators`).
@@ -212,6 +244,14 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
     let mut seen = HashSet::new();
     for (r, origin) in job.references()? {
         out.push(&mut seen, r, origin);
+    }
+    let file = job.path.display().to_string();
+    if let Some(g) = job.graph.as_ref().and_then(|g| g.image.as_ref()) {
+        let base: Reference = g
+            .base
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{file}: graph.image.base: {e}"))?;
+        out.push(&mut seen, base, format!("{file}: graph.image.base"));
     }
     let mut releases = named_releases(job)?;
     if !job.channels.is_empty() {
