@@ -512,7 +512,7 @@ impl RegistryClient {
             .and_then(|h| h.to_str().ok())
             .and_then(|s| s.parse::<Digest>().ok());
         let media_type = content_type(resp.headers());
-        let size = resp.content_length().unwrap_or(0);
+        let size = header_length(&resp).unwrap_or(0);
         Ok(digest.map(|d| (d, media_type, size)))
     }
 
@@ -573,7 +573,7 @@ impl RegistryClient {
         }
     }
 
-    /// HEAD a blob: its size if the registry holds it.
+    /// HEAD a blob: its size (the `Content-Length` header) if the registry holds it.
     pub async fn head_blob(
         &self,
         repository: &str,
@@ -589,7 +589,9 @@ impl RegistryClient {
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(resp.content_length().unwrap_or(0))),
+            // The header itself: over HTTP/1.1 a HEAD response's body is empty, and reqwest's
+            // `content_length()` (the body's size) says 0.
+            s if s.is_success() => Ok(Some(header_length(&resp).unwrap_or(0))),
             _ => {
                 let what = format!("blob `{digest}` in `{}/{repository}`", self.host);
                 self.check(resp, &what).await.map(|_| None)
@@ -882,6 +884,17 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         return "timed out".to_string();
     }
     text
+}
+
+/// The `Content-Length` header of a response (for HEAD, where the body is empty).
+fn header_length(resp: &Response) -> Option<u64> {
+    resp.headers()
+        .get(reqwest::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
