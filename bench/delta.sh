@@ -16,9 +16,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 export PREWARM_LAB_DIR=${BENCH_DIR:-/tmp/prewarm-bench-delta}
 cd "$root"
 examples/lab/lab.sh install >/dev/null
-cargo build -q --release --bin prewarm --example lab
-lab() { "$root/target/release/examples/lab" "$@"; }
-prewarm="$root/target/release/prewarm"
+cargo build -q --locked --release -p prewarm -p prewarm-lab --bin prewarm --bin lab
+lab() { "${CARGO_TARGET_DIR:-$root/target}/release/lab" "$@"; }
+prewarm="${CARGO_TARGET_DIR:-$root/target}/release/prewarm"
 W=$PREWARM_LAB_DIR
 
 [ -f "$W/lab.json" ] && lab down >/dev/null 2>&1 || true

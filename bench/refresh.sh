@@ -12,14 +12,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 export PREWARM_LAB_DIR=${BENCH_DIR:-/tmp/prewarm-bench-refresh}
 TAGS=${TAGS:-1000}
 cd "$root"
-examples/lab/lab.sh install >/dev/null 2>&1 || lab/lab.sh install >/dev/null 2>&1 || true
-if [ -f lab/Cargo.toml ]; then
-  cargo build -q --release -p prewarm -p prewarm-lab --bin prewarm --bin lab
-  lab() { "${CARGO_TARGET_DIR:-$root/target}/release/lab" "$@"; }
-else
-  cargo build -q --release --bin prewarm --example lab
-  lab() { "${CARGO_TARGET_DIR:-$root/target}/release/examples/lab" "$@"; }
-fi
+examples/lab/lab.sh install >/dev/null
+cargo build -q --locked --release -p prewarm -p prewarm-lab --bin prewarm --bin lab
+lab() { "${CARGO_TARGET_DIR:-$root/target}/release/lab" "$@"; }
 prewarm="${CARGO_TARGET_DIR:-$root/target}/release/prewarm"
 W=$PREWARM_LAB_DIR
 

@@ -888,3 +888,116 @@ fn import_logs_what_it_is_doing_when_stderr_is_not_a_terminal() {
         assert!(err.lines().any(|l| l.starts_with(step)), "{step}: {err}");
     }
 }
+
+/// A plain HTTP (no TLS, no auth) distribution registry on a free port, killed on drop:
+/// over HTTP/1.1 a HEAD's size can only come from its `Content-Length` header.
+struct PlainRegistry {
+    addr: String,
+    child: std::process::Child,
+}
+
+impl Drop for PlainRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn plain_http_registry(dir: &Path) -> PlainRegistry {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("plain.yml");
+    let yaml = format!(
+        "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+        dir.join("plain-data").display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let log = std::fs::File::create(dir.join("plain.log")).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("docker-registry (apt-get install -y docker-registry)");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "docker-registry did not listen");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    PlainRegistry { addr, child }
+}
+
+#[test]
+fn over_plain_http_left_out_blobs_are_proven_by_their_content_length() {
+    let env = lab("delta-plain");
+    let plain = plain_http_registry(&env.dir);
+    let job = env.job.to_str().unwrap().to_string();
+    let state = env.path("state.db");
+    let to = format!("{}/mirror", plain.addr);
+    let first = env.dir.join("first");
+    assert!(env
+        .prewarm(&[
+            "export",
+            &job,
+            "-o",
+            first.to_str().unwrap(),
+            "--site",
+            "p",
+            "--state",
+            &state
+        ])
+        .status
+        .success());
+    let import = |dir: &Path| {
+        env.prewarm(&[
+            "import",
+            dir.to_str().unwrap(),
+            "--to",
+            &to,
+            "--to-insecure",
+            "--state",
+            &env.path("far-state.db"),
+        ])
+    };
+    assert!(import(&first).status.success());
+    // Nothing changed: the next bundle carries nothing, and its import proves every left-out
+    // blob by size and every manifest by digest over HTTP/1.1.
+    let second = env.dir.join("second");
+    assert!(env
+        .prewarm(&[
+            "export",
+            &job,
+            "-o",
+            second.to_str().unwrap(),
+            "--since-last",
+            "p",
+            "--state",
+            &state
+        ])
+        .status
+        .success());
+    assert!(listed(&second, "blobs").is_empty());
+    assert!(listed(&second, "manifests").is_empty());
+    assert!(import(&second).status.success());
+    let inventory = env.path("inventory.json");
+    let out = env.prewarm(&[
+        "inventory",
+        "--registry",
+        &to,
+        "--bundle",
+        first.to_str().unwrap(),
+        "--insecure",
+        "-o",
+        &inventory,
+    ]);
+    assert!(out.status.success());
+    let inv = read_report(Path::new(&inventory));
+    let images = inv["images"].as_object().unwrap();
+    assert_eq!(images.len(), env.seed.images.len());
+    assert!(images.values().all(|i| i["whole"] == true), "{inv:#}");
+}
