@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run -p prewarm-lab --bin lab -- up [--dir DIR]        # registries, proxies, nginx on 127.0.0.1
 //! cargo run -p prewarm-lab --bin lab -- seed [--bench] [--large-layer BYTES] [--ocp]
+//! cargo run -p prewarm-lab --bin lab -- seed --release-scale [--components N] [--large-layers N]
 //! cargo run -p prewarm-lab --bin lab -- seed --scale IMAGES [--repos N]   # bench/scale.sh
 //! cargo run -p prewarm-lab --bin lab -- stop-upstreams | start-upstreams | reset-cache | down
 //! cargo run -p prewarm-lab --bin lab -- shape --listen ADDR --upstream ADDR [--latency-ms MS]
@@ -17,7 +18,7 @@ use anyhow::{bail, Result};
 use prewarm_lab::{Lab, Scale, SeedOptions};
 
 fn usage() -> ! {
-    eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES] [--release-scale] [--scale IMAGES [--repos N]] [--ocp]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
+    eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES] [--release-scale [--components N] [--large-layers N]] [--scale IMAGES [--repos N]] [--ocp]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
     eprintln!("       lab shape --listen ADDR --upstream ADDR [--latency-ms MS] [--rate BYTES_PER_SEC] [--total-rate BYTES_PER_SEC]");
     std::process::exit(2)
 }
@@ -99,6 +100,7 @@ async fn main() -> Result<()> {
     let mut ocp = false;
     let mut scale_images: Option<usize> = None;
     let mut scale_repos: Option<usize> = None;
+    let mut release = prewarm_lab::release_scale::ReleaseScaleOptions::default();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = PathBuf::from(args.next().unwrap_or_else(|| usage())),
@@ -109,6 +111,9 @@ async fn main() -> Result<()> {
             // The scale benchmark's set: IMAGES small images in IMAGES/10 repositories.
             "--scale" => scale_images = Some(value(&mut args, &a)),
             "--repos" => scale_repos = Some(value(&mut args, &a)),
+            // A smaller release-scale set, for a trial run of bench/wan.sh.
+            "--components" => release.components = value(&mut args, &a),
+            "--large-layers" => release.large_layers = value(&mut args, &a),
             "--large-layer" => large = Some(args.next().unwrap_or_else(|| usage()).parse()?),
             _ => usage(),
         }
@@ -125,13 +130,11 @@ async fn main() -> Result<()> {
             );
         }
         "seed" if release_scale => {
-            // The benchmark's release-scale set: ~190 components, 2 GiB+, by digest.
+            // The benchmark's release-scale set: ~190 components, 2 GiB+, by digest (fewer
+            // with --components and --large-layers).
             let lab = Lab::load(&dir)?;
-            let seed = prewarm_lab::release_scale::seed_release_scale(
-                &lab.quay_target(),
-                &Default::default(),
-            )
-            .await?;
+            let seed = prewarm_lab::release_scale::seed_release_scale(&lab.quay_target(), &release)
+                .await?;
             seed.write_list(&dir.join("images.txt"))?;
             seed.write_json(&dir.join("seed.json"))?;
             // A catalog of 3,000 bundles over those components, for planning time.
