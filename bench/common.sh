@@ -2,7 +2,8 @@
 # start a fresh lab under $PREWARM_LAB_DIR (stopped when the script exits), and time one
 # contender with /usr/bin/time -v.
 #
-# After sourcing: $root, $prewarm, $labbin, the function `lab`, and `measure`.
+# After sourcing: $root, $prewarm, $labbin, and the functions `lab`, `fresh_lab`, `measure`
+# and `skopeo_loop` (exported for `measure ... bash -c skopeo_loop`).
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 examples/lab/lab.sh install >/dev/null
@@ -35,3 +36,13 @@ measure() {
     "$(python3 -c "print($bytes/1048576/max($wall, 0.01))")" "$rss"
   eval "wall_$name=$wall rss_$name=$rss"
 }
+
+# skopeo copy of every docker:// URL in $PREWARM_LAB_DIR/images.urls, one image at a time.
+skopeo_loop() {
+  while read -r url; do
+    rm -rf "$PREWARM_LAB_DIR/skopeo-out"
+    skopeo copy --quiet --src-tls-verify=false "$url" "dir:$PREWARM_LAB_DIR/skopeo-out"
+  done < "$PREWARM_LAB_DIR/images.urls"
+  rm -rf "$PREWARM_LAB_DIR/skopeo-out"
+}
+export -f skopeo_loop

@@ -74,15 +74,6 @@ sed -i "s|endpoint: $QUAY\$|endpoint: $shaped|" "$job"
 grep -q "endpoint: $shaped" "$job" || { echo "cannot re-point the job's quay.io endpoint"; exit 1; }
 echo "plan: $images images, $unique_bytes unique bytes"
 
-skopeo_loop() {
-  local n=0
-  while read -r url; do
-    n=$((n + 1)); rm -rf "$PREWARM_LAB_DIR/skopeo-out"
-    skopeo copy --quiet --src-tls-verify=false "$url" "dir:$PREWARM_LAB_DIR/skopeo-out"
-  done < "$PREWARM_LAB_DIR/images.urls"
-  rm -rf "$PREWARM_LAB_DIR/skopeo-out"
-}
-export -f skopeo_loop
 export PREWARM_LAB_DIR
 
 measure prewarm "$unique_bytes" "$prewarm" warm "$job" --authfile "$auth" --no-state --quiet --jobs "$JOBS"

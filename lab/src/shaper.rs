@@ -289,15 +289,11 @@ mod tests {
         };
         let addr = shaper(options).await;
         let start = Instant::now();
-        let one = async {
+        let fetch = || async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             request(&mut s, size).await
         };
-        let two = async {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            request(&mut s, size).await
-        };
-        tokio::join!(one, two);
+        tokio::join!(fetch(), fetch());
         let took = start.elapsed();
         assert!(
             took >= Duration::from_millis(460),
