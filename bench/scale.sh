@@ -30,6 +30,7 @@ fresh_lab
 start=$(date +%s.%N)
 echo "seeding: $(lab seed --scale "$SCALE_IMAGES" --repos "$SCALE_REPOS")"
 printf 'seeded in %.0f s\n' "$(python3 -c "print($(date +%s.%N) - $start)")"
+eval "$(lab env)"
 job="$PREWARM_LAB_DIR/job.yaml"
 auth="$PREWARM_LAB_DIR/auth.json"
 plan="$PREWARM_LAB_DIR/plan.json"
