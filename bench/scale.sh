@@ -15,7 +15,7 @@
 #
 # Prints the figures and warm's throughput as a share of curl's (goal >= 100%).
 #
-#   bench/scale.sh                                  # 20,000 images: ~10 min seeding, more on a loaded machine
+#   bench/scale.sh                                  # 20,000 images (see docs/benchmarks.md for how long)
 #   SCALE_IMAGES=500 bench/scale.sh                 # small trial (50 repositories)
 #   SCALE_REPOS=100 JOBS=16 BATCH=500 BENCH_DIR=/tmp/x bench/scale.sh
 set -euo pipefail
