@@ -8,20 +8,11 @@
 #
 # Prints wall times, throughput, ratios and peak RSS (/usr/bin/time -v). One run of each.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
 export PREWARM_LAB_DIR=${BENCH_DIR:-/tmp/prewarm-bench}
 JOBS=${JOBS:-8}
 LARGE_LAYER=${LARGE_LAYER:-1073741824}
-cd "$root"
-examples/lab/lab.sh install >/dev/null
-cargo build -q --locked --release -p prewarm -p prewarm-lab --bin prewarm --bin lab
-lab() { "${CARGO_TARGET_DIR:-$root/target}/release/lab" "$@"; }
-prewarm="${CARGO_TARGET_DIR:-$root/target}/release/prewarm"
-
-[ -f "$PREWARM_LAB_DIR/lab.json" ] && lab down >/dev/null 2>&1 || true
-rm -rf "$PREWARM_LAB_DIR"
-lab up >/dev/null
-trap 'lab down >/dev/null 2>&1 || true' EXIT
+source "$(dirname "$0")/common.sh"
+fresh_lab
 seed_args=(--bench)
 [ "$LARGE_LAYER" != 0 ] && seed_args+=(--large-layer "$LARGE_LAYER")
 # SEED_ARGS replaces the seed options, e.g. SEED_ARGS=--release-scale (bench/release.sh).
@@ -57,35 +48,13 @@ print(f"plan: {len(plan['images'])} images, {len(plan['blobs'])} unique blobs, {
 PY
 unique_bytes=$(python3 -c "import json;print(sum(b['size'] for b in json.load(open('$PREWARM_LAB_DIR/plan.json'))['blobs']))")
 
-measure() { # name, command...
-  local name=$1; shift
-  lab reset-cache
-  sync
-  /usr/bin/time -v -o "$PREWARM_LAB_DIR/$name.time" "$@" > "$PREWARM_LAB_DIR/$name.out" 2>&1 || {
-    echo "$name failed:"; tail -n 20 "$PREWARM_LAB_DIR/$name.out"; exit 1; }
-  local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$PREWARM_LAB_DIR/$name.time")
-  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$PREWARM_LAB_DIR/$name.time")
-  printf '%-14s wall %8.2f s  %8.1f MiB/s  peak RSS %7.1f MiB\n' "$name" "$wall" \
-    "$(python3 -c "print($unique_bytes/1048576/$wall)")" "$(python3 -c "print($rss/1024)")"
-  eval "wall_$name=$wall"
-}
-
-skopeo_loop() {
-  local n=0
-  while read -r url; do
-    n=$((n + 1)); rm -rf "$PREWARM_LAB_DIR/skopeo-out"
-    skopeo copy --quiet --src-tls-verify=false "$url" "dir:$PREWARM_LAB_DIR/skopeo-out"
-  done < "$PREWARM_LAB_DIR/images.urls"
-  rm -rf "$PREWARM_LAB_DIR/skopeo-out"
-}
 curl_all() { xargs -P "$JOBS" -n 1 curl -sf -o /dev/null < "$PREWARM_LAB_DIR/blobs.urls"; }
-export -f skopeo_loop curl_all
+export -f curl_all
 export JOBS
 
-measure prewarm "$prewarm" warm "$job" --authfile "$auth" --no-state --quiet --jobs "$JOBS"
-measure skopeo bash -c skopeo_loop
-measure curl bash -c curl_all
+measure prewarm "$unique_bytes" "$prewarm" warm "$job" --authfile "$auth" --no-state --quiet --jobs "$JOBS"
+measure skopeo "$unique_bytes" bash -c skopeo_loop
+measure curl "$unique_bytes" bash -c curl_all
 python3 - <<PY
 p, s, c = $wall_prewarm, $wall_skopeo, $wall_curl
 print(f"prewarm vs skopeo copy loop: {s/p:.2f}x faster (goal >= 3x)")

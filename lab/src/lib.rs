@@ -11,7 +11,9 @@ pub mod servers;
 pub use servers::{ExtraRegistry, Lab, Server};
 pub mod ocp_content;
 pub mod release_scale;
+pub mod scale;
 pub mod seed;
+pub mod shaper;
 
 use std::path::{Path, PathBuf};
 
