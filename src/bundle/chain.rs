@@ -15,7 +15,7 @@ use crate::reference::{Digest, Reference};
 use crate::registry::RegistryClient;
 use crate::report::{ImageReport, ImageStatus};
 use crate::state::{ShippedItem, ShippedKind};
-use crate::transfer::destination::Destination;
+use crate::destination::Destination;
 
 /// How many missing digests an error names before it says "and N more".
 const NAMED: usize = 20;

@@ -23,7 +23,7 @@ use crate::reference::Digest;
 use crate::registry::manifest::Manifest;
 use crate::registry::{Presence, RegistryClient, RegistryError};
 use crate::state::{ShippedItem, ShippedKind};
-use crate::transfer::destination::Destination;
+use crate::destination::Destination;
 
 pub const FORMAT: &str = "prewarm-inventory/1";
 

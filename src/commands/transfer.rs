@@ -12,7 +12,7 @@ use crate::auth::AuthStore;
 use crate::bundle::chain;
 use crate::bundle::inventory::Inventory;
 use crate::bundle::{segments, BundleManifest};
-use crate::cli::{
+use crate::args::{
     BundleCommand, CopyArgs, ExportArgs, ExportFormat, Global, ImportArgs, InventoryArgs,
     ShippedArgs,
 };
