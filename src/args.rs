@@ -10,7 +10,8 @@ pub use crate::job::ResolveVia;
 
 mod transfer;
 pub use transfer::{
-Global, Output, PlanArgs, RefreshArgs, RunArgs
+    parse_jobs, parse_segment_size, parse_size, BundleCommand, CopyArgs, DestinationArgs,
+    ExportArgs, ExportFormat, ImportArgs, InventoryArgs, ShippedArgs,
 };
 
 #[derive(Debug, Args)]
