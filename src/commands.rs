@@ -2,52 +2,21 @@
 //! (plan, then an executor), print and write the report, and choose the exit status.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::auth::AuthStore;
-use crate::cli::{Global, Output, PlanArgs, RunArgs};
-use crate::job::{Job, ResolveVia};
+use crate::args::{Global, Output, PlanArgs, RunArgs};
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
-use crate::registry::{Policy, Registries};
 use crate::report::{Header, RunReport};
 use crate::state::{self, State};
 use crate::transfer::{self as engine, Work};
 
 pub mod transfer;
 
-/// Exit status when some images failed or are missing; bad input is 2 (see `main`).
-pub const EXIT_INCOMPLETE: i32 = 1;
-
-pub(crate) fn load(
-    job_path: &Path,
-    global: &Global,
-    resolve: Option<ResolveVia>,
-    isc: Option<&Path>,
-) -> Result<(Arc<Job>, Registries)> {
-    let mut job = crate::sources::isc::load_job(job_path, isc)?;
-    if let Some(via) = resolve {
-        job.resolve = via;
-    }
-    let job = Arc::new(job);
-    let auth = AuthStore::discover(global.authfile.as_deref())?;
-    let registries = Registries::new(job.transport(auth, policy(global)));
-    Ok((job, registries))
-}
-
-/// The transport policy of `--retries`, `--timeout` and `--retry-after-cap`, for every
-/// client of every command.
-pub(crate) fn policy(global: &Global) -> Policy {
-    Policy {
-        attempts: global.retries.max(1),
-        timeout: std::time::Duration::from_secs(global.timeout.max(1)),
-        retry_after_cap: std::time::Duration::from_secs(global.retry_after_cap),
-        ..Policy::default()
-    }
-}
+pub(crate) use crate::load::{load, policy};
+pub use crate::report::EXIT_INCOMPLETE;
 
 pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
     let (job, registries) = load(&args.job, global, args.resolve, args.isc.as_deref())?;
@@ -252,7 +221,7 @@ fn load_plan(path: &Path) -> Result<Plan> {
     })
 }
 
-pub async fn refresh(args: &crate::cli::RefreshArgs, global: &Global) -> Result<i32> {
+pub async fn refresh(args: &crate::args::RefreshArgs, global: &Global) -> Result<i32> {
     let opts = crate::refresh::Options {
         job: args.job.clone(),
         stale_after: args.stale_after,

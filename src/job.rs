@@ -41,7 +41,7 @@ pub struct Job {
     pub image_lists: Vec<PathBuf>,
     /// `prewarm refresh`: which tags are never re-checked upstream (see the README, "Refresh").
     #[serde(default)]
-    pub refresh: crate::refresh::rules::RefreshRules,
+    pub refresh: crate::immutable::RefreshRules,
     /// Per logical host: requests per second and per run at most (see the README, "Refresh").
     #[serde(default)]
     pub rate_limits: BTreeMap<String, crate::registry::budget::RateLimit>,
@@ -50,13 +50,13 @@ pub struct Job {
     pub releases: Vec<String>,
     /// Update-graph channels whose selected releases are added as `releases`.
     #[serde(default)]
-    pub channels: Vec<crate::sources::ChannelSpec>,
+    pub channels: Vec<crate::specs::ChannelSpec>,
     /// Where the update graph is read from (default: the public update service).
     #[serde(default)]
-    pub graph: Option<crate::sources::GraphConfig>,
+    pub graph: Option<crate::specs::GraphConfig>,
     /// Operator catalogs (file-based catalogs) and the packages to take from them.
     #[serde(default)]
-    pub operators: Vec<crate::sources::OperatorSpec>,
+    pub operators: Vec<crate::specs::OperatorSpec>,
     /// References (or whole repositories, without tag/digest) never planned.
     #[serde(default)]
     pub blocked_images: Vec<String>,
@@ -66,7 +66,7 @@ pub struct Job {
     pub isc: Option<PathBuf>,
     /// Release signatures to fetch and keep for every selected release.
     #[serde(default)]
-    pub signatures: Option<crate::sources::SignatureConfig>,
+    pub signatures: Option<crate::specs::SignatureConfig>,
     /// Messages for the user from reading the job (unsupported ISC sections).
     #[serde(skip)]
     pub notes: Vec<String>,

@@ -6,15 +6,19 @@
 //! [`report`]. [`registry`] is the one transport every stage uses; [`progress`] is the only
 //! place that draws.
 
+pub mod args;
 pub mod auth;
 pub mod bundle;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod destination;
 pub mod duration;
 pub mod fsutil;
 pub mod history;
+pub mod immutable;
 pub mod job;
+pub mod load;
 pub mod lock;
 pub mod metrics;
 pub mod plan;
@@ -26,6 +30,7 @@ pub mod registry;
 pub mod report;
 pub mod shard;
 pub mod sources;
+pub mod specs;
 pub mod state;
 pub mod transfer;
 pub mod upstreams;

@@ -88,6 +88,9 @@ pub struct RunReport {
     pub images: Vec<ImageReport>,
 }
 
+/// Exit status when some images failed or are missing; bad input is 2 (see `main`).
+pub const EXIT_INCOMPLETE: i32 = 1;
+
 /// Who ran, on what, when: the head of a report.
 pub struct Header {
     pub command: String,

@@ -313,14 +313,14 @@ impl SiteArgs {
     /// job is read as `prewarm plan` reads it (its ISC merged) and its upstreams are those of
     /// everything its plan would fetch, expanded by [`crate::sources::collect`] (which reads
     /// release payloads and catalogs), plus its `cache.orgs` prefixes.
-    pub async fn mapping(&self, global: &crate::cli::Global) -> Result<Mapping> {
+    pub async fn mapping(&self, global: &crate::args::Global) -> Result<Mapping> {
         let Some(path) = self.job.as_deref() else {
             let cache = self.cache_config(None)?;
             let list = self.domain_list.as_deref();
             let upstreams = read_domain_list(list.unwrap_or(Path::new(DEFAULT_DOMAIN_LIST)))?;
             return Ok(Mapping::new(cache, &upstreams));
         };
-        let (job, registries) = crate::commands::load(path, global, None, None)?;
+        let (job, registries) = crate::load::load(path, global, None, None)?;
         let cache = self.cache_config(Some(&job))?;
         if let Some(list) = &self.domain_list {
             let upstreams = read_domain_list(list)?;

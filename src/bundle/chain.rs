@@ -10,12 +10,12 @@ use futures::StreamExt;
 
 use super::inventory::{ask_one, Ask};
 use super::{BundleManifest, PresentBlob};
+use crate::destination::Destination;
 use crate::plan::Plan;
 use crate::reference::{Digest, Reference};
 use crate::registry::RegistryClient;
 use crate::report::{ImageReport, ImageStatus};
 use crate::state::{ShippedItem, ShippedKind};
-use crate::transfer::destination::Destination;
 
 /// How many missing digests an error names before it says "and N more".
 const NAMED: usize = 20;

@@ -18,12 +18,12 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::PresentBlob;
+use crate::destination::Destination;
 use crate::plan::Plan;
 use crate::reference::Digest;
 use crate::registry::manifest::Manifest;
 use crate::registry::{Presence, RegistryClient, RegistryError};
 use crate::state::{ShippedItem, ShippedKind};
-use crate::transfer::destination::Destination;
 
 pub const FORMAT: &str = "prewarm-inventory/1";
 

@@ -296,7 +296,7 @@ pub fn render(mapping: &Mapping, format: Format, opts: &Options) -> String {
 }
 
 /// `prewarm mirror-config`.
-pub async fn run(args: &MirrorConfigArgs, global: &crate::cli::Global) -> Result<i32> {
+pub async fn run(args: &MirrorConfigArgs, global: &crate::args::Global) -> Result<i32> {
     let mapping = args.site.mapping(global).await?;
     let opts = Options {
         insecure: args.insecure,

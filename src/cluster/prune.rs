@@ -18,7 +18,7 @@ use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::DestinationArgs;
+use crate::args::DestinationArgs;
 use crate::job::Job;
 use crate::plan::Plan;
 use crate::reference::{Digest, Reference};

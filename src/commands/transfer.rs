@@ -8,14 +8,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::{load, policy, EXIT_INCOMPLETE};
+use crate::args::{
+    BundleCommand, CopyArgs, ExportArgs, ExportFormat, Global, ImportArgs, InventoryArgs,
+    ShippedArgs,
+};
 use crate::auth::AuthStore;
 use crate::bundle::chain;
 use crate::bundle::inventory::Inventory;
 use crate::bundle::{segments, BundleManifest};
-use crate::cli::{
-    BundleCommand, CopyArgs, ExportArgs, ExportFormat, Global, ImportArgs, InventoryArgs,
-    ShippedArgs,
-};
 use crate::job::Job;
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
@@ -53,7 +53,7 @@ fn with_destination(
     registries: Registries,
     dest: &Destination,
     job: &Job,
-    args: &crate::cli::DestinationArgs,
+    args: &crate::args::DestinationArgs,
 ) -> Result<(Registries, std::sync::Arc<crate::registry::RegistryClient>)> {
     let registries = registries.with_endpoint(
         &dest.host,

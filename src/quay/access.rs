@@ -16,7 +16,7 @@ use base64::Engine as _;
 
 use super::client::{QuayClient, Robot};
 use super::ConnArgs;
-use crate::cli::Global;
+use crate::args::Global;
 
 #[derive(Debug, clap::Args)]
 pub struct PullAccessArgs {

@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use super::client::{ProxyCacheSpec, QuayClient, Validation};
 use super::orgs::{replace, DEFAULT_EXPIRATION_S};
 use super::ConnArgs;
+use crate::args::Global;
 use crate::auth::{AuthStore, Credentials};
-use crate::cli::Global;
 use crate::upstreams::CacheOrg;
 
 /// The scratch org for validation is `prewarm_validate_<pid>_<seconds>`: a name of its own

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::Global;
+use crate::args::Global;
 use crate::upstreams::{CacheOrg, Mapping, SiteArgs};
 use client::{Connection, QuayClient, Token};
 

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use super::client::{ProxyCache, ProxyCacheSpec, QuayClient};
 use super::ConnArgs;
-use crate::cli::Global;
+use crate::args::Global;
 use crate::upstreams::CacheOrg;
 
 /// Quay's default staleness period; 0 breaks digest pulls in Quay, so it is refused.

@@ -12,7 +12,7 @@
 //! about it was recorded as done.
 
 pub mod ocp;
-pub mod rules;
+pub use crate::immutable as rules;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::Global;
+use crate::args::Global;
 use crate::history::Known;
 use crate::job::{Job, ResolveVia};
 use crate::metrics::{self, RefreshFigures, RunMetrics};
@@ -167,7 +167,7 @@ const BUDGET_MARK: &str = "rate budget for registry";
 pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     let started = Instant::now();
     let started_at = state::now();
-    let (job, registries) = crate::commands::load(&opts.job, global, opts.resolve, None)?;
+    let (job, registries) = crate::load::load(&opts.job, global, opts.resolve, None)?;
     let mut job_run = (*job).clone();
     if let Some(j) = opts.jobs {
         job_run.concurrency = j.max(1);
@@ -476,7 +476,7 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
         );
     }
     Ok(if report.run.failed().next().is_some() {
-        crate::commands::EXIT_INCOMPLETE
+        crate::report::EXIT_INCOMPLETE
     } else {
         0
     })
