@@ -180,25 +180,22 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
         totals: &totals,
     };
     let images = transfer::copy::copy(&work, &plan, &dest, &target).await?;
-    let dir =
-        crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref());
-    if let Some(dir) = dir {
-        let placed = Placed {
-            plan: &plan,
-            images: &images,
-            dest: &dest,
-            to: &args.destination.to,
-            target: &target,
-        };
-        write_cluster_resources(Some((&job, &registries)), placed, &dir).await?;
-    }
-    let site = args.shipped.site.as_deref().unwrap_or(&args.destination.to);
-    record_or_warn(
+    let placed = Placed {
+        plan: &plan,
+        images: &images,
+        dest: &dest,
+        to: &args.destination.to,
+        target: &target,
+    };
+    let outputs = (args.cluster_resources.as_deref(), args.report.as_deref());
+    after_push(
+        Some((&job, &registries)),
+        placed,
+        outputs,
         &args.shipped,
-        site,
         None,
-        &chain::shipped_by_plan(&plan, &images, &dest),
-    )?;
+    )
+    .await?;
     finish(Finish {
         command: "copy",
         job: args.job.display().to_string(),
@@ -336,12 +333,35 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
 }
 
 /// What a copy or import hands to the cluster side: where it pushed, and with what.
+#[derive(Clone, Copy)]
 struct Placed<'a> {
     plan: &'a Plan,
     images: &'a [ImageReport],
     dest: &'a Destination,
     to: &'a str,
     target: &'a Arc<crate::registry::RegistryClient>,
+}
+
+/// What copy and import do once their images are pushed: the cluster resources for what was
+/// placed (into `--cluster-resources`, else beside `--report`), then the record of what was
+/// shipped to the site (`--site`, default the `--to` value).
+async fn after_push(
+    job: Option<(&Job, &Registries)>,
+    placed: Placed<'_>,
+    (cluster_resources, report): (Option<&Path>, Option<&Path>),
+    shipped: &ShippedArgs,
+    bundle: Option<&str>,
+) -> Result<()> {
+    if let Some(dir) = crate::cluster::after_run::dir(cluster_resources, report) {
+        write_cluster_resources(job, placed, &dir).await?;
+    }
+    let site = shipped.site.as_deref().unwrap_or(placed.to);
+    record_or_warn(
+        shipped,
+        site,
+        bundle,
+        &chain::shipped_by_plan(placed.plan, placed.images, placed.dest),
+    )
 }
 
 /// Filtered catalogs (a copy, which has the job) and the cluster resources for what a copy or
@@ -441,25 +461,15 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
     let ticker = crate::bundle::progress::start("import", global.quiet);
     let images = transfer::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
     drop(ticker);
-    let dir =
-        crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref());
-    if let Some(dir) = dir {
-        let placed = Placed {
-            plan: &plan,
-            images: &images,
-            dest: &dest,
-            to: &args.destination.to,
-            target: &target,
-        };
-        write_cluster_resources(None, placed, &dir).await?;
-    }
-    let site = args.shipped.site.as_deref().unwrap_or(&args.destination.to);
-    record_or_warn(
-        &args.shipped,
-        site,
-        Some(&bundle.id),
-        &chain::shipped_by_plan(&plan, &images, &dest),
-    )?;
+    let placed = Placed {
+        plan: &plan,
+        images: &images,
+        dest: &dest,
+        to: &args.destination.to,
+        target: &target,
+    };
+    let outputs = (args.cluster_resources.as_deref(), args.report.as_deref());
+    after_push(None, placed, outputs, &args.shipped, Some(&bundle.id)).await?;
     finish(Finish {
         command: "import",
         job: args.dir.display().to_string(),

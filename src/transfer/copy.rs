@@ -19,11 +19,8 @@ use super::scheduler::{Arrangement, Chain, Done, Task};
 use super::{ImageOutcomes, Work};
 use crate::plan::{Plan, PlannedImage};
 use crate::reference::Digest;
-use crate::registry::{RegistryClient, RegistryError};
+use crate::registry::RegistryClient;
 use crate::report::{ImageReport, ImageStatus};
-
-/// Whole pushes of one blob before its images fail (each body already resumes on its own).
-const PUSH_ATTEMPTS: u32 = 3;
 
 struct Copy<'a> {
     work: &'a Work<'a>,
@@ -40,37 +37,24 @@ impl Arrangement for Copy<'_> {
 
     async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, String> {
         let image = &self.plan.images[task.images[0]].source;
-        let mut attempt = 0;
-        loop {
-            let result = self
-                .sink
-                .push_blob(
-                    &task.repository,
-                    &task.digest,
-                    task.size,
-                    head.map(|h| h.repository.as_str()),
-                    || async { self.source.body(image, &task.digest, task.size) },
-                )
-                .await;
-            match result {
-                Ok(pushed) => {
-                    let done = done_of(pushed);
-                    if let Done::Moved(n) = done {
-                        self.work.reporter.bytes(n);
-                    }
-                    return Ok(done);
-                }
-                Err(RegistryError::Unauthorized { .. } | RegistryError::NotFound { .. }) => {
-                    return result.map(done_of).map_err(|e| e.to_string())
-                }
-                Err(e) if attempt + 1 < PUSH_ATTEMPTS => {
-                    tracing::debug!("{e}; pushing {} again", task.digest);
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+        // One push: the transport retries it under --retries (a new upload session with a
+        // freshly read body each time), so the flag means the same here as everywhere.
+        let pushed = self
+            .sink
+            .push_blob(
+                &task.repository,
+                &task.digest,
+                task.size,
+                head.map(|h| h.repository.as_str()),
+                || async { self.source.body(image, &task.digest, task.size) },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let done = done_of(pushed);
+        if let Done::Moved(n) = done {
+            self.work.reporter.bytes(n);
         }
+        Ok(done)
     }
 
     async fn after(&self, i: usize) -> Result<(), String> {

@@ -30,9 +30,6 @@ use crate::reference::{Digest, Reference};
 use crate::registry::RegistryClient;
 use crate::report::ImageReport;
 
-/// Streams of one blob (the first pass and re-reads) before its images fail.
-const UPLOAD_ATTEMPTS: u32 = 3;
-
 /// Check every segment; an error naming each bad one.
 pub fn verify_segments(dir: &Path, bundle: &BundleManifest) -> Result<()> {
     crate::bundle::progress::step(
@@ -155,7 +152,9 @@ impl Import<'_> {
                         return Err(format!("bundle: {why}"));
                     }
                     attempt += 1;
-                    if attempt >= UPLOAD_ATTEMPTS {
+                    // Streams of one blob (the first pass and re-reads of the bundle), as many
+                    // as `--retries` allows any request: the flag means the same here.
+                    if attempt >= self.sink.client.policy().attempts.max(1) {
                         return Err(e.to_string());
                     }
                     tracing::debug!("blob {}: {e}; streaming it again", task.digest);
