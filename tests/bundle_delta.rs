@@ -889,53 +889,11 @@ fn import_logs_what_it_is_doing_when_stderr_is_not_a_terminal() {
     }
 }
 
-/// A plain HTTP (no TLS, no auth) distribution registry on a free port, killed on drop:
-/// over HTTP/1.1 a HEAD's size can only come from its `Content-Length` header.
-struct PlainRegistry {
-    addr: String,
-    child: std::process::Child,
-}
-
-impl Drop for PlainRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn plain_http_registry(dir: &Path) -> PlainRegistry {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("plain.yml");
-    let yaml = format!(
-        "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-        dir.join("plain-data").display()
-    );
-    std::fs::write(&config, yaml).unwrap();
-    let log = std::fs::File::create(dir.join("plain.log")).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("docker-registry (apt-get install -y docker-registry)");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "docker-registry did not listen");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    PlainRegistry { addr, child }
-}
-
 #[test]
 fn over_plain_http_left_out_blobs_are_proven_by_their_content_length() {
     let env = lab("delta-plain");
-    let plain = plain_http_registry(&env.dir);
+    // Over HTTP/1.1 a HEAD's size can only come from its `Content-Length` header.
+    let plain = common::plain_registry(&env.dir, "plain");
     let job = env.job.to_str().unwrap().to_string();
     let state = env.path("state.db");
     let to = format!("{}/mirror", plain.addr);
