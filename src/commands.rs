@@ -1,16 +1,16 @@
 //! One function per subcommand: turn arguments and the job into settings, run the stages
-//! (plan, then an executor), print and write the report, and choose the exit status.
+//! (plan, then an executor) inside a [`Run`], which takes the lock and state, writes the
+//! report and metrics, prints the summary and chooses the exit status.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use crate::args::{Global, Output, PlanArgs, RunArgs};
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
-use crate::report::{Header, RunReport};
-use crate::state::{self, State};
+use crate::report::RunReport;
+use crate::run::{Finish, Keep, Run, Summary};
 use crate::transfer::{self as engine, Work};
 
 pub mod transfer;
@@ -19,6 +19,7 @@ pub(crate) use crate::load::{load, policy};
 pub use crate::report::EXIT_INCOMPLETE;
 
 pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
+    let run = Run::start("plan");
     let (job, registries) = load(&args.job, global, args.resolve, args.isc.as_deref())?;
     let mut job = (*job).clone();
     if let Some(j) = args.jobs {
@@ -26,9 +27,12 @@ pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
     }
     let reporter = progress::for_run(global.quiet);
     let plan = plan::build(&job, &registries, reporter.as_ref()).await?;
-    if let Some(path) = &args.state {
-        crate::history::record_plan(&State::open(path)?, &plan, None)?;
-    }
+    // `plan` keeps a state only when told to: it records what each reference resolved to.
+    let run = match &args.state {
+        Some(path) => run.keep(Keep::State(Some(path.clone())))?,
+        None => run,
+    };
+    run.record_plan(&plan, None)?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
         Output::Text => print_plan(&plan),
@@ -39,11 +43,7 @@ pub async fn plan(args: &PlanArgs, global: &Global) -> Result<i32> {
     for n in &plan.notes {
         eprintln!("note: {n}");
     }
-    Ok(if plan.failures.is_empty() {
-        0
-    } else {
-        EXIT_INCOMPLETE
-    })
+    Ok(run.exit(!plan.failures.is_empty()))
 }
 
 fn print_plan(plan: &Plan) {
@@ -85,26 +85,17 @@ pub enum Executor {
 }
 
 pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<i32> {
-    let started = Instant::now();
-    let started_at = state::now();
+    let command = match executor {
+        Executor::Warm => "warm",
+        Executor::Verify => "verify",
+    };
+    let run = Run::start(command);
     let (job, registries) = load(&args.job, global, args.resolve, args.isc.as_deref())?;
     let cache_host = job.cache()?.host.clone();
-    // One run per state at a time (see `lock`); held until this function returns.
-    let _lock = match (&args.state, args.no_state) {
-        (_, true) => None,
-        (p, false) => Some(crate::lock::acquire(
-            &p.clone().unwrap_or_else(State::default_path),
-            match executor {
-                Executor::Warm => "warm",
-                Executor::Verify => "verify",
-            },
-        )?),
-    };
-    let state = match (&args.state, args.no_state) {
-        (_, true) => None,
-        (Some(p), false) => Some(State::open(p)?),
-        (None, false) => Some(State::open(&State::default_path())?),
-    };
+    let run = run
+        .keep(Keep::from_flags(args.state.as_deref(), args.no_state))?
+        .report_to(args.report.as_deref())
+        .metrics_to(args.metrics.as_deref());
     let reporter: Box<dyn Reporter> = progress::for_run(global.quiet);
     let plan = match &args.plan {
         Some(path) => load_plan(path)?,
@@ -121,24 +112,25 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     let work = Work {
         job: &job,
         registries: &registries,
-        state: state.as_ref(),
+        state: run.state(),
         reporter: reporter.as_ref(),
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
         totals: &totals,
     };
-    let (command, images) = match executor {
-        Executor::Warm => ("warm", engine::warm::warm(&work, &plan).await?),
-        Executor::Verify => ("verify", engine::verify::verify(&work, &plan).await?),
+    let images = match executor {
+        Executor::Warm => {
+            let images = engine::warm::warm(&work, &plan).await?;
+            run.record_plan(&plan, Some(&images))?;
+            images
+        }
+        Executor::Verify => engine::verify::verify(&work, &plan).await?,
     };
-    if let (Executor::Warm, Some(state)) = (executor, &state) {
-        crate::history::record_plan(state, &plan, Some(&images))?;
-    }
     let images = match args.shard {
         Some(_) => crate::shard::drop_carriers(&plan, images),
         None => images,
     };
     if let Some(dir) =
-        crate::cluster::after_run::dir(args.cluster_resources.as_deref(), args.report.as_deref())
+        crate::cluster::after_run::dir(args.cluster_resources.as_deref(), run.report_path())
     {
         let cache = job.cache()?.clone();
         let mirror_of = |r: &crate::reference::Reference| {
@@ -157,57 +149,21 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
         .await
         .context("--cluster-resources")?;
     }
-    let report = RunReport::new(
-        Header {
-            command: command.to_string(),
-            job: args.job.display().to_string(),
-            cache: Some(cache_host),
-            started_at,
-            duration_seconds: started.elapsed().as_secs_f64(),
-        },
-        &plan.summary(),
-        &registries.stats,
-        images,
-    )
-    .with_moved(totals.get());
-    if let Some(state) = &state {
-        if let Err(e) =
-            state.record_run(command, started_at, &serde_json::to_value(&report.summary)?)
-        {
-            tracing::warn!("cannot record the run in the state: {e:#}");
-        }
-    }
-    if let Some(path) = &args.report {
-        report.write_json(path).with_context(|| "--report")?;
-    }
-    if let Some(path) = &args.metrics {
-        let ok = report.failed().next().is_none();
-        let last_success = match &state {
-            Some(s) => s.last_success(command)?,
-            None => ok.then(state::now),
-        };
-        crate::metrics::write(
-            path,
-            &crate::metrics::RunMetrics {
-                report: &report,
-                last_success,
-                finished_at: state::now(),
-                budgets_spent: registries
-                    .budgets_spent()
-                    .into_iter()
-                    .map(|(h, _)| h)
-                    .collect(),
-                refresh: None,
-            },
-        )
-        .context("--metrics")?;
-    }
-    report.print_summary(&mut std::io::stderr())?;
-    Ok(if report.failed().next().is_some() {
-        EXIT_INCOMPLETE
-    } else {
-        0
-    })
+    let header = run.header(args.job.display().to_string(), Some(cache_host));
+    let report =
+        RunReport::new(header, &plan.summary(), &registries.stats, images).with_moved(totals.get());
+    let mut finish = Finish::new(report, Summary::Cache);
+    finish.budgets_spent = budgets_spent(&registries);
+    run.finish(finish)
+}
+
+/// The registries whose rate budget ran out, for the metrics.
+pub(crate) fn budgets_spent(registries: &crate::registry::Registries) -> Vec<String> {
+    registries
+        .budgets_spent()
+        .into_iter()
+        .map(|(host, _)| host)
+        .collect()
 }
 
 fn load_plan(path: &Path) -> Result<Plan> {
@@ -222,16 +178,19 @@ fn load_plan(path: &Path) -> Result<Plan> {
 }
 
 pub async fn refresh(args: &crate::args::RefreshArgs, global: &Global) -> Result<i32> {
+    let run = Run::start("refresh");
+    let (job, registries) = load(&args.job, global, args.resolve, None)?;
+    let run = run
+        .keep(Keep::State(args.state.clone()))?
+        .report_to(args.report.as_deref())
+        .metrics_to(args.metrics.as_deref());
     let opts = crate::refresh::Options {
         job: args.job.clone(),
         stale_after: args.stale_after,
         dry_run: args.dry_run,
-        report: args.report.clone(),
-        metrics: args.metrics.clone(),
-        state: args.state.clone(),
         jobs: args.jobs,
-        resolve: args.resolve,
         shard: args.shard,
     };
-    crate::refresh::refresh(&opts, global).await
+    let finish = crate::refresh::refresh(&opts, &job, &registries, &run, global).await?;
+    run.finish(finish)
 }

@@ -28,6 +28,7 @@ pub mod reference;
 pub mod refresh;
 pub mod registry;
 pub mod report;
+pub mod run;
 pub mod shard;
 pub mod sources;
 pub mod specs;

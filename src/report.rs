@@ -88,6 +88,17 @@ pub struct RunReport {
     pub images: Vec<ImageReport>,
 }
 
+/// How a summary line counts images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    /// warm, verify, refresh: warmed, cached, present, missing.
+    Cache,
+    /// copy, import: copied and already there.
+    Pushed,
+    /// export: exported.
+    Exported,
+}
+
 /// Exit status when some images failed or are missing; bad input is 2 (see `main`).
 pub const EXIT_INCOMPLETE: i32 = 1;
 
@@ -187,20 +198,43 @@ impl RunReport {
             .count();
     }
 
-    /// The human summary: a few lines, then one line per failed image.
-    pub fn print_summary(&self, out: &mut dyn Write) -> std::io::Result<()> {
+    /// The human summary: a line of counts as `kind` reads them, `detail`, then one line per
+    /// failed or incomplete image.
+    pub fn print_summary(
+        &self,
+        out: &mut dyn Write,
+        kind: Summary,
+        detail: &[String],
+    ) -> std::io::Result<()> {
         let s = &self.summary;
+        let (outcomes, manifests, resumed) = match kind {
+            Summary::Cache => (
+                format!(
+                    "{} warmed, {} confirmed by the cache (warmed before), {} present, {} missing, {} failed",
+                    s.warmed, s.cached, s.present, s.missing, s.failed
+                ),
+                format!("{} manifests, ", s.manifests),
+                format!(", {} resumed", s.resumed),
+            ),
+            Summary::Pushed => (
+                format!(
+                    "{} copied, {} already there, {} failed",
+                    s.copied, s.present, s.failed
+                ),
+                String::new(),
+                String::new(),
+            ),
+            Summary::Exported => (
+                format!("{} exported, {} failed", s.exported, s.failed),
+                String::new(),
+                String::new(),
+            ),
+        };
         writeln!(
             out,
-            "{}: {} images ({} warmed, {} confirmed by the cache (warmed before), {} present, {} missing, {} failed); {} manifests, {} unique blobs ({} planned), {} blob transfers moved {}, {} transferred in all; {} requests, {} retries, {} resumed; {:.1}s",
+            "{}: {} images ({outcomes}); {manifests}{} unique blobs ({} planned), {} blob transfers moved {}, {} transferred in all; {} requests, {} retries{resumed}; {:.1}s",
             self.command,
             s.images,
-            s.warmed,
-            s.cached,
-            s.present,
-            s.missing,
-            s.failed,
-            s.manifests,
             s.blobs,
             human_bytes(s.bytes_planned),
             s.transfers,
@@ -208,9 +242,11 @@ impl RunReport {
             human_bytes(s.bytes_transferred),
             s.requests,
             s.retries,
-            s.resumed,
             self.duration_seconds
         )?;
+        for line in detail {
+            writeln!(out, "{line}")?;
+        }
         for image in self.failed() {
             match (&image.error, image.missing.is_empty()) {
                 (Some(e), _) => writeln!(out, "error: {}: {e}", image.reference)?,

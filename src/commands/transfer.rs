@@ -1,13 +1,12 @@
-//! `copy`, `export`, `import`, `inventory` and `bundle verify`: arguments → settings → plan →
-//! executor → report, as the other commands do.
+//! `copy`, `export`, `import`, `inventory`, `prune` and `bundle verify`: arguments → settings
+//! → plan → executor inside a [`Run`], as the other commands do.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::{load, policy, EXIT_INCOMPLETE};
+use super::{load, policy};
 use crate::args::{
     BundleCommand, CopyArgs, ExportArgs, ExportFormat, Global, ImportArgs, InventoryArgs,
     ShippedArgs,
@@ -19,26 +18,36 @@ use crate::bundle::{segments, BundleManifest};
 use crate::job::Job;
 use crate::plan::{self, Plan};
 use crate::progress::{self, human_bytes, Reporter};
-use crate::registry::{Registries, Stats, TransportConfig};
-use crate::report::{Header, ImageReport, RunReport};
-use crate::state::{self, ShippedBundle, ShippedItem, State};
+use crate::registry::{Registries, TransportConfig};
+use crate::report::{ImageReport, RunReport};
+use crate::run::{Finish, Keep, Run, Summary};
+use crate::state::{ShippedBundle, ShippedItem, State};
 use crate::transfer::destination::{complete_indexes, source_reader, Destination};
 use crate::transfer::{self, Work};
 
-/// The state database of `--state` (or the default one).
-fn open_state(args: &ShippedArgs) -> Result<State> {
-    let path = args.state.clone().unwrap_or_else(State::default_path);
-    State::open(&path)
+/// The state copy and import record what they shipped in: `--state` (or the default one),
+/// which must work when `--site` or `--state` was given; otherwise a state that cannot be used
+/// is a warning — the content is at the destination whatever the state says.
+fn shipped_state(args: &ShippedArgs) -> Keep {
+    match (&args.site, &args.state) {
+        (None, None) => Keep::DefaultIfUsable,
+        (_, state) => Keep::State(state.clone()),
+    }
+}
+
+/// The run's state, which a command that records what it shipped keeps.
+fn state_of(run: &Run) -> Result<&State> {
+    run.state()
+        .with_context(|| format!("{}: no state to record what was shipped", run.command()))
 }
 
 /// Record what a run shipped to `site`; a line saying how much.
 fn record_shipped(
-    args: &ShippedArgs,
+    state: &State,
     site: &str,
     bundle: Option<&str>,
     items: &[ShippedItem],
 ) -> Result<()> {
-    let state = open_state(args)?;
     state
         .record_shipped_items(site, bundle, items)
         .with_context(|| format!("state {}: recording what was shipped", state.path.display()))?;
@@ -65,15 +74,20 @@ fn with_destination(
 
 /// copy and import: the content is at the destination whatever the state says, so a state
 /// that cannot be written (in use by a newer prewarm, read-only) is a warning — unless the run
-/// named its site or state, which then must hold the record.
+/// named its site or state, which then must hold the record. Without a state (it could not be
+/// opened, and the run said so when it started) nothing is recorded.
 fn record_or_warn(
+    run: &Run,
     args: &ShippedArgs,
     site: &str,
     bundle: Option<&str>,
     items: &[ShippedItem],
 ) -> Result<()> {
-    match record_shipped(args, site, bundle, items) {
-        Err(e) if args.site.is_none() && args.state.is_none() => {
+    let Some(state) = run.state() else {
+        return Ok(());
+    };
+    match record_shipped(state, site, bundle, items) {
+        Err(e) if matches!(shipped_state(args), Keep::DefaultIfUsable) => {
             eprintln!("warning: what was shipped to {site} is not recorded: {e:#}");
             Ok(())
         }
@@ -92,82 +106,37 @@ async fn plan_for_transfer(
     Ok(plan)
 }
 
-struct Finish<'a> {
-    command: &'a str,
-    job: String,
-    target: Option<String>,
-    started: Instant,
-    started_at: i64,
-    plan: &'a Plan,
-    stats: &'a Stats,
-    totals: &'a transfer::Totals,
+/// The report of a copy, export or import: the plan's figures, with every manifest counted
+/// per image (each is pushed or written per image), the transport's counters and what the
+/// engine moved.
+fn transfer_report(
+    run: &Run,
+    (source, target): (String, String),
+    plan: &Plan,
+    registries: &Registries,
+    totals: &transfer::Totals,
     images: Vec<ImageReport>,
-    report: Option<&'a Path>,
-    extra: Option<String>,
-}
-
-/// Write the report, print the summary, choose the exit status.
-fn finish(f: Finish<'_>) -> Result<i32> {
-    let summary = f.plan.summary();
-    // A copy counts every manifest it pushes, per image.
-    let mut planned = summary;
-    planned.manifests = f.plan.images.iter().map(|i| i.manifests.len()).sum();
-    let report = RunReport::new(
-        Header {
-            command: f.command.to_string(),
-            job: f.job,
-            cache: f.target,
-            started_at: f.started_at,
-            duration_seconds: f.started.elapsed().as_secs_f64(),
-        },
+) -> RunReport {
+    let mut planned = plan.summary();
+    planned.manifests = plan.images.iter().map(|i| i.manifests.len()).sum();
+    RunReport::new(
+        run.header(source, Some(target)),
         &planned,
-        f.stats,
-        f.images,
+        &registries.stats,
+        images,
     )
-    .with_moved(f.totals.get());
-    if let Some(path) = f.report {
-        report.write_json(path).with_context(|| "--report")?;
-    }
-    let s = &report.summary;
-    let done = match f.command {
-        "export" => format!("{} exported", s.exported),
-        _ => format!("{} copied, {} already there", s.copied, s.present),
-    };
-    eprintln!(
-        "{}: {} images ({done}, {} failed); {} unique blobs ({} planned), {} blob transfers moved {}, {} transferred in all; {} requests, {} retries; {:.1}s{}",
-        f.command,
-        s.images,
-        s.failed,
-        s.blobs,
-        human_bytes(s.bytes_planned),
-        s.transfers,
-        human_bytes(s.bytes_moved),
-        human_bytes(s.bytes_transferred),
-        s.requests,
-        s.retries,
-        report.duration_seconds,
-        f.extra.map(|e| format!("\n{e}")).unwrap_or_default(),
-    );
-    for image in report.failed() {
-        eprintln!(
-            "error: {}: {}",
-            image.reference,
-            image.error.as_deref().unwrap_or("failed")
-        );
-    }
-    Ok(if report.failed().next().is_some() {
-        EXIT_INCOMPLETE
-    } else {
-        0
-    })
+    .with_moved(totals.get())
 }
 
 pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
-    let (started, started_at) = (Instant::now(), state::now());
+    let run = Run::start("copy");
     let (job, registries) = load(&args.job, global, args.resolve, None)?;
     let mut dest = Destination::parse(&args.destination.to)?;
     dest.orgs = job.cache.clone();
     let (registries, target) = with_destination(registries, &dest, &job, &args.destination)?;
+    let run = run
+        .keep(shipped_state(&args.shipped))?
+        .report_to(args.report.as_deref());
     let reporter = progress::for_run(global.quiet);
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
     let totals = transfer::Totals::default();
@@ -187,32 +156,23 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
         to: &args.destination.to,
         target: &target,
     };
-    let outputs = (args.cluster_resources.as_deref(), args.report.as_deref());
+    let dir = args.cluster_resources.as_deref();
     after_push(
+        &run,
         Some((&job, &registries)),
         placed,
-        outputs,
+        dir,
         &args.shipped,
         None,
     )
     .await?;
-    finish(Finish {
-        command: "copy",
-        job: args.job.display().to_string(),
-        target: Some(args.destination.to.clone()),
-        started,
-        started_at,
-        plan: &plan,
-        stats: &registries.stats,
-        totals: &totals,
-        images,
-        report: args.report.as_deref(),
-        extra: None,
-    })
+    let names = (args.job.display().to_string(), args.destination.to.clone());
+    let report = transfer_report(&run, names, &plan, &registries, &totals, images);
+    run.finish(Finish::new(report, Summary::Pushed))
 }
 
 pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
-    let (started, started_at) = (Instant::now(), state::now());
+    let run = Run::start("export");
     let oci_dir = args.format == ExportFormat::OciDir;
     if oci_dir
         && (args.segment_size.is_some()
@@ -226,12 +186,18 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
     }
     let (job, registries) = load(&args.job, global, args.resolve, None)?;
     let site = args.since_last.as_deref().or(args.shipped.site.as_deref());
+    // export keeps a state only for a site: what earlier bundles carried there, and this one.
+    let keep = match site {
+        Some(_) => Keep::State(args.shipped.state.clone()),
+        None => Keep::Nothing,
+    };
+    let run = run.keep(keep)?.report_to(args.report.as_deref());
     // `--since-last SITE`: what earlier bundles carried to SITE is left out, and the last
     // of them is this bundle's base.
     let (have, base) = match (&args.have, &args.since_last) {
         (Some(p), _) => (Some(Inventory::load(p)?), None),
         (None, Some(site)) => {
-            let state = open_state(&args.shipped)?;
+            let state = state_of(&run)?;
             match state.last_bundle(site)? {
                 Some(last) => {
                     let items = state.shipped_to(site)?;
@@ -265,10 +231,10 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         jobs: args.jobs.unwrap_or(job.concurrency).max(1),
         totals: &totals,
     };
-    let (images, extra) = if oci_dir {
+    let (images, detail) = if oci_dir {
         let images = transfer::export::export_layout(&work, &plan, &args.output).await?;
-        let extra = format!("OCI image layout {}", args.output.display());
-        (images, extra)
+        let detail = format!("OCI image layout {}", args.output.display());
+        (images, detail)
     } else {
         let options = transfer::export::ExportOptions {
             dir: &args.output,
@@ -279,7 +245,7 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         let (images, bundle) = transfer::export::export(&work, &plan, &options).await?;
         if let Some(site) = site {
             let (_, digest) = BundleManifest::load_with_digest(&args.output)?;
-            let state = open_state(&args.shipped)?;
+            let state = state_of(&run)?;
             state.record_bundle(
                 site,
                 &ShippedBundle {
@@ -289,47 +255,42 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
                     at: bundle.created_at,
                 },
             )?;
-            record_shipped(
-                &args.shipped,
-                site,
-                Some(&bundle.id),
-                &chain::shipped_by_bundle(&bundle),
-            )?;
+            let items = chain::shipped_by_bundle(&bundle);
+            record_shipped(state, site, Some(&bundle.id), &items)?;
         }
-        let compressed: u64 = bundle.segments.iter().map(|s| s.size).sum();
-        let extra = format!(
-            "bundle {} ({}): {} segment(s), {} compressed ({} tar) for {} blobs and {} manifests inside ({}); {} blobs and {} manifests left out as present at the far site{}",
-            args.output.display(),
-            bundle.id,
-            bundle.segments.len(),
-            human_bytes(compressed),
-            human_bytes(bundle.tar_bytes),
-            bundle.blobs.len(),
-            bundle.manifests.len(),
-            human_bytes(bundle.bytes_inside()),
-            bundle.present.len(),
-            bundle.present_manifests.len(),
-            bundle
-                .base
-                .as_ref()
-                .map(|b| format!("; builds on bundle {} ({})", b.id, b.digest))
-                .unwrap_or_default(),
-        );
-        (images, extra)
+        (images, bundle_detail(&args.output, &bundle))
     };
-    finish(Finish {
-        command: "export",
-        job: args.job.display().to_string(),
-        target: Some(args.output.display().to_string()),
-        started,
-        started_at,
-        plan: &plan,
-        stats: &registries.stats,
-        totals: &totals,
-        images,
-        report: args.report.as_deref(),
-        extra: Some(extra),
-    })
+    let names = (
+        args.job.display().to_string(),
+        args.output.display().to_string(),
+    );
+    let report = transfer_report(&run, names, &plan, &registries, &totals, images);
+    let mut finish = Finish::new(report, Summary::Exported);
+    finish.detail.push(detail);
+    run.finish(finish)
+}
+
+/// What a bundle written to `dir` holds, for the summary.
+fn bundle_detail(dir: &Path, bundle: &BundleManifest) -> String {
+    let compressed: u64 = bundle.segments.iter().map(|s| s.size).sum();
+    format!(
+        "bundle {} ({}): {} segment(s), {} compressed ({} tar) for {} blobs and {} manifests inside ({}); {} blobs and {} manifests left out as present at the far site{}",
+        dir.display(),
+        bundle.id,
+        bundle.segments.len(),
+        human_bytes(compressed),
+        human_bytes(bundle.tar_bytes),
+        bundle.blobs.len(),
+        bundle.manifests.len(),
+        human_bytes(bundle.bytes_inside()),
+        bundle.present.len(),
+        bundle.present_manifests.len(),
+        bundle
+            .base
+            .as_ref()
+            .map(|b| format!("; builds on bundle {} ({})", b.id, b.digest))
+            .unwrap_or_default(),
+    )
 }
 
 /// What a copy or import hands to the cluster side: where it pushed, and with what.
@@ -346,22 +307,19 @@ struct Placed<'a> {
 /// placed (into `--cluster-resources`, else beside `--report`), then the record of what was
 /// shipped to the site (`--site`, default the `--to` value).
 async fn after_push(
+    run: &Run,
     job: Option<(&Job, &Registries)>,
     placed: Placed<'_>,
-    (cluster_resources, report): (Option<&Path>, Option<&Path>),
+    cluster_resources: Option<&Path>,
     shipped: &ShippedArgs,
     bundle: Option<&str>,
 ) -> Result<()> {
-    if let Some(dir) = crate::cluster::after_run::dir(cluster_resources, report) {
+    if let Some(dir) = crate::cluster::after_run::dir(cluster_resources, run.report_path()) {
         write_cluster_resources(job, placed, &dir).await?;
     }
     let site = shipped.site.as_deref().unwrap_or(placed.to);
-    record_or_warn(
-        shipped,
-        site,
-        bundle,
-        &chain::shipped_by_plan(placed.plan, placed.images, placed.dest),
-    )
+    let items = chain::shipped_by_plan(placed.plan, placed.images, placed.dest);
+    record_or_warn(run, shipped, site, bundle, &items)
 }
 
 /// Filtered catalogs (a copy, which has the job) and the cluster resources for what a copy or
@@ -402,6 +360,7 @@ async fn write_cluster_resources(
 /// plan no longer needs, delete it with `--yes`.
 pub async fn prune(args: &crate::cluster::prune::PruneArgs, global: &Global) -> Result<i32> {
     use crate::cluster::prune;
+    let run = Run::start("prune");
     let (job, registries) = load(&args.job, global, None, None)?;
     let mut dest = Destination::parse(&args.destination.to)?;
     dest.orgs = job.cache.clone();
@@ -423,7 +382,7 @@ pub async fn prune(args: &crate::cluster::prune::PruneArgs, global: &Global) -> 
             " (dry run: --yes deletes them)".to_string()
         }
     );
-    Ok(if failed > 0 { EXIT_INCOMPLETE } else { 0 })
+    Ok(run.exit(failed > 0))
 }
 
 /// A job with nothing in it, for commands that read no job file.
@@ -432,7 +391,7 @@ fn empty_job() -> Result<Job> {
 }
 
 pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
-    let (started, started_at) = (Instant::now(), state::now());
+    let run = Run::start("import");
     let dest = Destination::parse(&args.destination.to)?;
     let bundle = BundleManifest::load(&args.dir)?;
     let auth = AuthStore::discover(global.authfile.as_deref())?;
@@ -445,6 +404,9 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         TransportConfig::new(auth, policy(global)).with_endpoint(&dest.host, endpoint),
     );
     let target = registries.client(&dest.host)?;
+    let run = run
+        .keep(shipped_state(&args.shipped))?
+        .report_to(args.report.as_deref());
     // The executors take a job; an import has none.
     let job = Arc::new(empty_job()?);
     let reporter = progress::for_run(global.quiet);
@@ -468,24 +430,15 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         to: &args.destination.to,
         target: &target,
     };
-    let outputs = (args.cluster_resources.as_deref(), args.report.as_deref());
-    after_push(None, placed, outputs, &args.shipped, Some(&bundle.id)).await?;
-    finish(Finish {
-        command: "import",
-        job: args.dir.display().to_string(),
-        target: Some(args.destination.to.clone()),
-        started,
-        started_at,
-        plan: &plan,
-        stats: &registries.stats,
-        totals: &totals,
-        images,
-        report: args.report.as_deref(),
-        extra: None,
-    })
+    let dir = args.cluster_resources.as_deref();
+    after_push(&run, None, placed, dir, &args.shipped, Some(&bundle.id)).await?;
+    let names = (args.dir.display().to_string(), args.destination.to.clone());
+    let report = transfer_report(&run, names, &plan, &registries, &totals, images);
+    run.finish(Finish::new(report, Summary::Pushed))
 }
 
 pub async fn inventory(args: &InventoryArgs, global: &Global) -> Result<i32> {
+    let run = Run::start("inventory");
     let dest = Destination::parse(&args.registry)
         .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace("--to", "--registry")))?;
     let auth = AuthStore::discover(global.authfile.as_deref())?;
@@ -550,12 +503,13 @@ pub async fn inventory(args: &InventoryArgs, global: &Global) -> Result<i32> {
             .sum::<usize>(),
         blobs.len()
     );
-    Ok(0)
+    Ok(run.exit(false))
 }
 
 pub async fn bundle(command: &BundleCommand, _global: &Global) -> Result<i32> {
     match command {
         BundleCommand::Verify { dir } => {
+            let run = Run::start("bundle verify");
             let bundle = BundleManifest::load(dir)?;
             let problems = segments::verify(dir, &bundle.segments);
             for (name, problem) in &problems {
@@ -572,7 +526,6 @@ pub async fn bundle(command: &BundleCommand, _global: &Global) -> Result<i32> {
                     bundle.blobs.len(),
                     bundle.manifests.len()
                 );
-                Ok(0)
             } else {
                 eprintln!(
                     "bundle {}: {} of {} segment(s) bad: re-send those files",
@@ -580,8 +533,8 @@ pub async fn bundle(command: &BundleCommand, _global: &Global) -> Result<i32> {
                     problems.len(),
                     bundle.segments.len()
                 );
-                Ok(EXIT_INCOMPLETE)
             }
+            Ok(run.exit(!problems.is_empty()))
         }
     }
 }

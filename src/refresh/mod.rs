@@ -17,7 +17,7 @@ pub use crate::immutable as rules;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -26,27 +26,25 @@ use serde::{Deserialize, Serialize};
 use crate::args::Global;
 use crate::history::Known;
 use crate::job::{Job, ResolveVia};
-use crate::metrics::{self, RefreshFigures, RunMetrics};
+use crate::metrics::RefreshFigures;
 use crate::plan;
 use crate::progress;
 use crate::reference::{Digest, Reference};
 use crate::registry::{Registries, RegistryClient, RegistryError};
-use crate::report::{Header, ImageReport, ImageStatus, RunReport};
+use crate::report::{ImageReport, ImageStatus, RunReport};
+use crate::run::{Finish, Run, Summary};
 use crate::shard::{self, Shard};
-use crate::state::{self, State};
+use crate::state;
 use crate::transfer::{self, Work};
 
-/// Arguments of `prewarm refresh` (built by the CLI).
+/// Arguments of `prewarm refresh` (built by the CLI; `--report`, `--metrics` and `--state`
+/// are the [`Run`]'s).
 #[derive(Debug, Clone)]
 pub struct Options {
     pub job: PathBuf,
     pub stale_after: Duration,
     pub dry_run: bool,
-    pub report: Option<PathBuf>,
-    pub metrics: Option<PathBuf>,
-    pub state: Option<PathBuf>,
     pub jobs: Option<usize>,
-    pub resolve: Option<ResolveVia>,
     pub shard: Option<Shard>,
 }
 
@@ -70,7 +68,7 @@ pub struct SpentBudget {
     pub reason: String,
 }
 
-/// The `refresh` object of a refresh's JSON report.
+/// The `refresh` object of a refresh's JSON report, beside the run's own fields.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RefreshSection {
     pub dry_run: bool,
@@ -98,13 +96,6 @@ pub struct RefreshSection {
     /// Left for the next run because a rate budget ran out.
     pub deferred: Vec<Deferred>,
     pub budgets_spent: Vec<SpentBudget>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RefreshReport {
-    #[serde(flatten)]
-    pub run: RunReport,
-    pub refresh: RefreshSection,
 }
 
 pub use crate::duration::parse_duration;
@@ -164,19 +155,21 @@ fn budget_reason(e: &anyhow::Error) -> Option<String> {
 
 const BUDGET_MARK: &str = "rate budget for registry";
 
-pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
-    let started = Instant::now();
-    let started_at = state::now();
-    let (job, registries) = crate::load::load(&opts.job, global, opts.resolve, None)?;
-    let mut job_run = (*job).clone();
+/// Refresh `job` within `run` (which holds the state): the report for [`Run::finish`].
+pub async fn refresh(
+    opts: &Options,
+    job: &Job,
+    registries: &Registries,
+    run: &Run,
+    global: &Global,
+) -> Result<Finish> {
+    let mut job_run = job.clone();
     if let Some(j) = opts.jobs {
         job_run.concurrency = j.max(1);
     }
     let job_run = job_run;
     let cache_host = job.cache()?.host.clone();
-    let state_path = opts.state.clone().unwrap_or_else(State::default_path);
-    let _lock = crate::lock::acquire(&state_path, "refresh")?;
-    let state = State::open(&state_path)?;
+    let state = run.state().context("refresh keeps a state")?;
     let reporter = progress::for_run(global.quiet);
     let now = state::now();
     let stale_before = now - opts.stale_after.as_secs() as i64;
@@ -213,7 +206,7 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     let heads: Vec<(usize, Result<Digest>)> = futures::stream::iter(to_head)
         .map(|i| {
             let (job, registries, reporter, r) =
-                (&job_run, &registries, &reporter, &entries[i].reference);
+                (&job_run, registries, &reporter, &entries[i].reference);
             async move {
                 let d = head(job, registries, r).await;
                 reporter.item_done(&r.to_string(), d.is_ok());
@@ -262,8 +255,8 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     // 1b. Releases, channels and catalogs: a HEAD per tag; read again only what moved.
     let ocp = ocp::Ctx {
         job: &job_run,
-        registries: &registries,
-        state: &state,
+        registries,
+        state,
         stale_before,
     }
     .check()
@@ -343,21 +336,21 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
     let mut plan_summary = plan::Plan::default().summary();
     let totals = transfer::Totals::default();
     if !opts.dry_run && !sources.is_empty() {
-        let mut p = plan::build_from(&job_run, &registries, sources, reporter.as_ref()).await?;
+        let mut p = plan::build_from(&job_run, registries, sources, reporter.as_ref()).await?;
         if let Some(s) = opts.shard {
             p = shard::shard_plan(&p, s);
         }
         plan_summary = p.summary();
         let work = Work {
             job: &job_run,
-            registries: &registries,
-            state: Some(&state),
+            registries,
+            state: Some(state),
             reporter: reporter.as_ref(),
             jobs: job_run.concurrency.max(1),
             totals: &totals,
         };
         let reports = transfer::warm::warm(&work, &p).await?;
-        crate::history::record_plan(&state, &p, Some(&reports))?;
+        crate::history::record_plan(state, &p, Some(&reports))?;
         warm.extend(
             p.images
                 .iter()
@@ -397,69 +390,37 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
         .map(|(registry, reason)| SpentBudget { registry, reason })
         .collect();
 
-    let run = RunReport::new(
-        Header {
-            command: "refresh".to_string(),
-            job: opts.job.display().to_string(),
-            cache: Some(cache_host),
-            started_at,
-            duration_seconds: started.elapsed().as_secs_f64(),
-        },
-        &plan_summary,
-        &registries.stats,
-        images,
-    )
-    .with_moved(totals.get());
-    let report = RefreshReport {
-        run,
-        refresh: section,
-    };
-    let finished_at = state::now();
-    if !opts.dry_run {
-        let mut summary = serde_json::to_value(&report.run.summary)?;
-        summary["changed"] = report.refresh.changes.len().into();
-        summary["deferred"] = report.refresh.deferred.len().into();
-        if let Err(e) = state.record_run("refresh", started_at, &summary) {
-            tracing::warn!("cannot record the run in the state: {e:#}");
-        }
-    }
-    if let Some(path) = &opts.report {
-        crate::fsutil::write_atomically(path, &serde_json::to_vec_pretty(&report)?)
-            .context("--report")?;
-    }
-    if let Some(path) = &opts.metrics {
-        if opts.dry_run {
-            eprintln!(
-                "note: --dry-run writes no metrics (they would describe a run that did nothing)"
-            );
-        } else {
-            let r = &report.refresh;
-            metrics::write(
-                path,
-                &RunMetrics {
-                    report: &report.run,
-                    last_success: state.last_success("refresh")?,
-                    finished_at,
-                    budgets_spent: r.budgets_spent.iter().map(|b| b.registry.clone()).collect(),
-                    refresh: Some(RefreshFigures {
-                        checked: r.checked as u64,
-                        changed: r.changes.len() as u64,
-                        skipped: r.skipped as u64,
-                        deferred: r.deferred.len() as u64,
-                    }),
-                },
-            )
-            .context("--metrics")?;
-        }
-    }
-    report.run.print_summary(&mut std::io::stderr())?;
-    if !report.refresh.deferred.is_empty() {
-        for b in &report.refresh.budgets_spent {
-            eprintln!("budget: registry `{}`: {}", b.registry, b.reason);
+    let header = run.header(opts.job.display().to_string(), Some(cache_host));
+    let report =
+        RunReport::new(header, &plan_summary, &registries.stats, images).with_moved(totals.get());
+    let mut finish = Finish::new(report, Summary::Cache);
+    finish.dry_run = opts.dry_run;
+    finish
+        .recorded
+        .insert("changed".into(), section.changes.len().into());
+    finish
+        .recorded
+        .insert("deferred".into(), section.deferred.len().into());
+    finish.budgets_spent = section
+        .budgets_spent
+        .iter()
+        .map(|b| b.registry.clone())
+        .collect();
+    finish.refresh = Some(RefreshFigures {
+        checked: section.checked as u64,
+        changed: section.changes.len() as u64,
+        skipped: section.skipped as u64,
+        deferred: section.deferred.len() as u64,
+    });
+    if !section.deferred.is_empty() {
+        for b in &section.budgets_spent {
+            finish
+                .after
+                .push(format!("budget: registry `{}`: {}", b.registry, b.reason));
         }
         // The report lists every one; a cron log needs the count and a few names.
         const SHOWN: usize = 5;
-        let deferred = &report.refresh.deferred;
+        let deferred = &section.deferred;
         let mut names: Vec<&str> = deferred
             .iter()
             .take(SHOWN)
@@ -469,17 +430,16 @@ pub async fn refresh(opts: &Options, global: &Global) -> Result<i32> {
         if deferred.len() > SHOWN {
             names.push(&more);
         }
-        eprintln!(
+        finish.after.push(format!(
             "budget: stopped cleanly; {} references left for the next run: {}",
             deferred.len(),
             names.join(", ")
-        );
+        ));
     }
-    Ok(if report.run.failed().next().is_some() {
-        crate::report::EXIT_INCOMPLETE
-    } else {
-        0
-    })
+    finish
+        .sections
+        .insert("refresh".into(), serde_json::to_value(&section)?);
+    Ok(finish)
 }
 
 #[cfg(test)]
