@@ -47,6 +47,10 @@ pub struct ImageReport {
     /// `verify`: what the cache does not hold, as `manifest sha256:…` / `blob sha256:…`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<String>,
+    /// Failed because a registry's rate budget ran out (the budget's message): `refresh`
+    /// leaves such an image for its next run. Not in the JSON: `error` says it there.
+    #[serde(skip)]
+    pub budget_spent: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

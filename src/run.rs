@@ -264,6 +264,7 @@ mod tests {
             error: (status == ImageStatus::Failed).then(|| "it broke".to_string()),
             warnings: Vec::new(),
             missing: Vec::new(),
+            budget_spent: None,
         }
     }
 

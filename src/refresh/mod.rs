@@ -153,8 +153,6 @@ fn budget_reason(e: &anyhow::Error) -> Option<String> {
         })
 }
 
-const BUDGET_MARK: &str = "rate budget for registry";
-
 /// Refresh `job` within `run` (which holds the state): the report for [`Run::finish`].
 pub async fn refresh(
     opts: &Options,
@@ -245,6 +243,7 @@ pub async fn refresh(
                     error: Some(format!("{err:#}")),
                     warnings: Vec::new(),
                     missing: Vec::new(),
+                    budget_spent: None,
                 }),
             },
         }
@@ -369,9 +368,8 @@ pub async fn refresh(
         }
     }
     // A request refused by a spent budget is left for next time, not a failure.
-    let (deferred, kept): (Vec<ImageReport>, Vec<ImageReport>) = images
-        .into_iter()
-        .partition(|r| r.error.as_deref().is_some_and(|e| e.contains(BUDGET_MARK)));
+    let (deferred, kept): (Vec<ImageReport>, Vec<ImageReport>) =
+        images.into_iter().partition(|r| r.budget_spent.is_some());
     for d in deferred {
         let reference = key_of
             .get(&d.reference)

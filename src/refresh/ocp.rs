@@ -63,6 +63,7 @@ fn failure(reference: &str, origin: &str, error: String) -> ImageReport {
         error: Some(error),
         warnings: Vec::new(),
         missing: Vec::new(),
+        budget_spent: None,
     }
 }
 

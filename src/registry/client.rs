@@ -67,7 +67,7 @@ pub struct Stats {
 }
 
 /// What went wrong talking to a registry, in words that name the object.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot reach registry `{host}` at {address}: {detail}")]
     Unreachable {
@@ -111,6 +111,22 @@ pub enum RegistryError {
     },
     #[error("rate budget for registry `{host}` spent: {reason}")]
     BudgetSpent { host: String, reason: String },
+    /// Where a blob's bytes go failed (a full disk, a reader that gave up): the OS error.
+    #[error("{what}: cannot write: {source}")]
+    Write {
+        what: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A streamed upload body asked for a second time (it is consumed by the first send).
+    #[error("{what}: an upload body is sent once; it cannot be sent again")]
+    BodySpent { what: String },
+    /// A media type that cannot be sent as a `Content-Type` header.
+    #[error("{what}: media type `{media_type}` is not a valid header")]
+    BadMediaType { what: String, media_type: String },
+    /// No client for the registry a blob is read from (its endpoint, CA, the cache mapping).
+    #[error("{what}: {detail}")]
+    NoClient { what: String, detail: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -538,11 +554,8 @@ impl RegistryClient {
             Body::Bytes(b) => request = request.body(b.clone()),
             Body::Stream(stream) => {
                 let Some(stream) = stream.lock().expect("body lock").take() else {
-                    return Err(Failure::fatal(RegistryError::Status {
-                        host: self.host.clone(),
+                    return Err(Failure::fatal(RegistryError::BodySpent {
                         what: call.url.clone(),
-                        status: 0,
-                        detail: "an upload body is sent once; it cannot be sent again".into(),
                     }));
                 };
                 let p = Arc::new(Progress::default());
@@ -929,11 +942,9 @@ impl RegistryClient {
             )
             .await?;
         let state = futures::lock::Mutex::new((Sha256::new(), 0u64, sink));
-        let io_error = |e: std::io::Error| RegistryError::Status {
-            host: self.host.clone(),
+        let io_error = |e: std::io::Error| RegistryError::Write {
             what: what.clone(),
-            status: 0,
-            detail: format!("cannot write: {e}"),
+            source: Arc::new(e),
         };
         self.retrying(&what, || async {
             let mut guard = state.lock().await;
@@ -1210,15 +1221,25 @@ async fn body_detail(resp: Response) -> String {
 
 /// The innermost cause of a reqwest error ("connection refused"), which is what a user can act on.
 pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: &dyn std::error::Error = e;
-    while let Some(next) = cur.source() {
-        cur = next;
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    let mut timed_out = false;
+    loop {
+        // A timeout is told by its type (reqwest's, or the OS's `TimedOut`), not its words.
+        timed_out |= cur
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+            || cur
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        match cur.source() {
+            Some(next) => cur = next,
+            None => break,
+        }
     }
-    let text = cur.to_string();
-    if e.to_string().contains("operation timed out") || text.contains("timed out") {
+    if timed_out {
         return "timed out".to_string();
     }
-    text
+    cur.to_string()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use crate::job::{Job, ResolveVia};
 use crate::reference::{Digest, Reference};
 use crate::registry::manifest::{is_index, Descriptor, Manifest};
-use crate::registry::{BlobSink, Registries, RegistryClient};
+use crate::registry::{BlobSink, Registries, RegistryClient, RegistryError};
 
 /// Chunks buffered between the network and the tar reader.
 const CHANNEL_CHUNKS: usize = 16;
@@ -125,6 +125,25 @@ impl BlobSink for MemorySink {
     }
 }
 
+/// The layer reader took no more bytes (it gave up on a bad archive, or was closed): a
+/// fetch failing with this is a consequence, and the reader's own error is the one to tell.
+#[derive(Debug)]
+struct ReaderGone;
+
+impl std::fmt::Display for ReaderGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("layer reader stopped")
+    }
+}
+
+impl std::error::Error for ReaderGone {}
+
+/// Whether a fetch failed only because the layer reader stopped taking its bytes.
+fn reader_gone(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Write { source, .. }
+        if source.get_ref().is_some_and(|inner| inner.is::<ReaderGone>()))
+}
+
 /// Feeds chunks to the reader thread; blocks while the reader is [`CHANNEL_CHUNKS`] behind.
 struct ChannelSink(Option<SyncSender<Vec<u8>>>);
 
@@ -133,9 +152,9 @@ impl BlobSink for ChannelSink {
         let tx = self
             .0
             .as_ref()
-            .ok_or_else(|| std::io::Error::other("layer reader closed"))?;
+            .ok_or_else(|| std::io::Error::other(ReaderGone))?;
         tx.send(chunk.to_vec())
-            .map_err(|_| std::io::Error::other("layer reader stopped"))
+            .map_err(|_| std::io::Error::other(ReaderGone))
     }
     fn restart(&mut self) -> std::io::Result<()> {
         // The tar reader has consumed what it was given; a restart from byte 0 would feed
@@ -231,9 +250,30 @@ where
         (Ok(_), Ok(v)) => Ok(v),
         (Ok(_), Err(e)) => Err(e.context(format!("layer {layer}"))),
         // The reader gave up first (bad archive): its error is the one that explains.
-        (Err(e), Err(v)) if e.to_string().contains("layer reader") => {
-            Err(v.context(format!("layer {layer}")))
-        }
+        (Err(e), Err(v)) if reader_gone(&e) => Err(v.context(format!("layer {layer}"))),
         (Err(e), _) => Err(anyhow::Error::new(e).context(format!("layer {layer}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_reader_is_told_by_type_not_by_text() {
+        let write = |e: std::io::Error| RegistryError::Write {
+            what: "blob".into(),
+            source: std::sync::Arc::new(e),
+        };
+        let mut sink = ChannelSink(None);
+        let gone = sink.write(b"x").unwrap_err();
+        assert!(reader_gone(&write(gone)));
+        // The same words from elsewhere (a disk, a proxy) are not the reader stopping.
+        assert!(!reader_gone(&write(std::io::Error::other(
+            "layer reader stopped"
+        ))));
+        assert!(!reader_gone(&RegistryError::BodySpent {
+            what: "layer reader".into()
+        }));
     }
 }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, Notify};
 
+use super::TransferError;
 use crate::bundle::layout;
 use crate::bundle::segments::SegmentWriter;
 use crate::bundle::Segment;
@@ -52,7 +53,12 @@ pub struct Staging {
 
 impl Staging {
     /// Memory when `size` fits the budget, else a temp file in `dir`.
-    pub fn new(dir: &Path, digest: &Digest, size: u64, memory: &Arc<AtomicU64>) -> Result<Staging> {
+    pub fn new(
+        dir: &Path,
+        digest: &Digest,
+        size: u64,
+        memory: &Arc<AtomicU64>,
+    ) -> Result<Staging, TransferError> {
         if size <= MEMORY_BLOB {
             let used = memory.fetch_add(size, Ordering::SeqCst);
             if used + size <= MEMORY_BUDGET {
@@ -64,19 +70,22 @@ impl Staging {
             }
             memory.fetch_sub(size, Ordering::SeqCst);
         }
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| TransferError::file("create", dir, e))?;
         Staging::file(dir.join(format!("{}.part", digest.hex())))
     }
 
     /// Always a temp file, at `path`.
-    pub fn file(path: PathBuf) -> Result<Staging> {
-        let file = File::options()
+    pub fn file(path: PathBuf) -> Result<Staging, TransferError> {
+        let file = match File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        {
+            Ok(file) => file,
+            Err(e) => return Err(TransferError::file("create", path, e)),
+        };
         Ok(Staging {
             staged: Staged::File(path, file),
             memory: Arc::new(AtomicU64::new(0)),
@@ -218,7 +227,7 @@ impl BundleSink {
 
     /// Wait until `digest` may be fetched (within the window of the writer's place), then a
     /// staging area for it.
-    pub async fn stage(&self, digest: &Digest, size: u64) -> Result<Staging, String> {
+    pub async fn stage(&self, digest: &Digest, size: u64) -> Result<Staging, TransferError> {
         let place = self.place(digest);
         loop {
             let notified = self.moved.notified();
@@ -228,7 +237,6 @@ impl BundleSink {
             notified.await;
         }
         Staging::new(&self.dir.join(STAGING), digest, size, &self.memory)
-            .map_err(|e| format!("{e:#}"))
     }
 
     /// Hand a blob over (`None`: it failed and stays out); it is written in its place.
@@ -237,7 +245,7 @@ impl BundleSink {
         digest: &Digest,
         size: u64,
         staging: Option<Staging>,
-    ) -> Result<(), String> {
+    ) -> Result<(), TransferError> {
         let place = self.place(digest);
         let mut r = self.reorder.lock().expect("reorder lock");
         r.waiting.insert(
@@ -257,7 +265,7 @@ impl BundleSink {
             r.next += 1;
             if let Some(msg) = entry {
                 if self.tx.send(msg).is_err() {
-                    result = Err("the bundle writer stopped".to_string());
+                    result = Err(TransferError::WriterStopped);
                 }
             }
         }

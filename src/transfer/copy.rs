@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::destination::Destination;
 use super::remote::{done_of, RegistrySink, RegistrySource};
 use super::scheduler::{Arrangement, Chain, Done, Task};
-use super::{ImageOutcomes, Work};
+use super::{ImageOutcomes, TransferError, Work};
 use crate::plan::{Plan, PlannedImage};
 use crate::reference::Digest;
 use crate::registry::RegistryClient;
@@ -35,7 +35,7 @@ impl Arrangement for Copy<'_> {
         (false, true)
     }
 
-    async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, String> {
+    async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, TransferError> {
         let image = &self.plan.images[task.images[0]].source;
         // One push: the transport retries it under --retries (a new upload session with a
         // freshly read body each time), so the flag means the same here as everywhere.
@@ -48,8 +48,7 @@ impl Arrangement for Copy<'_> {
                 head.map(|h| h.repository.as_str()),
                 || async { self.source.body(image, &task.digest, task.size) },
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let done = done_of(pushed);
         if let Done::Moved(n) = done {
             self.work.reporter.bytes(n);
@@ -57,7 +56,7 @@ impl Arrangement for Copy<'_> {
         Ok(done)
     }
 
-    async fn after(&self, i: usize) -> Result<(), String> {
+    async fn after(&self, i: usize) -> Result<(), TransferError> {
         let image = &self.plan.images[i];
         push_image(
             &self.sink,
@@ -131,10 +130,10 @@ pub(super) async fn push_image<F, Fut>(
     repository: &str,
     image: &PlannedImage,
     fetch: F,
-) -> Result<(), String>
+) -> Result<(), TransferError>
 where
     F: Fn(Digest) -> Fut,
-    Fut: Future<Output = Result<Option<(Bytes, String)>, String>>,
+    Fut: Future<Output = Result<Option<(Bytes, String)>, TransferError>>,
 {
     let mut top = None;
     for digest in image

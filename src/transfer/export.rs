@@ -19,7 +19,7 @@ use super::bundle_sink::{BundleSink, STAGING};
 use super::layout_sink::LayoutSink;
 use super::remote::RegistrySource;
 use super::scheduler::{Arrangement, Chain, Done, Task};
-use super::{ImageOutcomes, Work};
+use super::{ImageOutcomes, TransferError, Work};
 use crate::bundle::interrupt::Interrupt;
 use crate::bundle::inventory::Inventory;
 use crate::bundle::layout::{self, IndexEntry};
@@ -63,7 +63,7 @@ impl Arrangement for Export<'_> {
         (false, true)
     }
 
-    async fn blob(&self, task: &Task, _head: Option<&Task>) -> Result<Done, String> {
+    async fn blob(&self, task: &Task, _head: Option<&Task>) -> Result<Done, TransferError> {
         let image = &self.plan.images[task.images[0]].source;
         let reporter = self.work.reporter;
         let progress = |n| reporter.bytes(n);
@@ -107,7 +107,7 @@ impl Arrangement for Export<'_> {
     }
 
     /// Fetch the image's manifests (verified by digest), to be written once every blob is.
-    async fn after(&self, i: usize) -> Result<(), String> {
+    async fn after(&self, i: usize) -> Result<(), TransferError> {
         let image = &self.plan.images[i];
         for digest in &image.manifests {
             let held = self.have.is_some_and(|h| h.has_manifest(digest))

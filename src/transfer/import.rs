@@ -22,7 +22,7 @@ use super::copy::{first_bytes, push_image, pushed_status};
 use super::destination::Destination;
 use super::remote::{done_of, RegistrySink};
 use super::scheduler::{Arrangement, Chain, Done, Task};
-use super::{ImageOutcomes, Work};
+use super::{ImageOutcomes, TransferError, Work};
 use crate::bundle::segments;
 use crate::bundle::BundleManifest;
 use crate::plan::{Plan, PlannedBlob, PlannedImage};
@@ -115,7 +115,7 @@ struct Import<'a> {
 impl Import<'_> {
     /// The first repository of a blob inside the bundle: pass it when there, else upload it
     /// from the stream (and again from a re-read when the upload broke).
-    async fn upload_from_stream(&self, task: &Task) -> Result<Done, String> {
+    async fn upload_from_stream(&self, task: &Task) -> Result<Done, TransferError> {
         match self
             .sink
             .has_blob(&task.repository, &task.digest, task.size)
@@ -149,13 +149,13 @@ impl Import<'_> {
                 }
                 Err(e) => {
                     if let Some(why) = failure.lock().expect("failure lock").clone() {
-                        return Err(format!("bundle: {why}"));
+                        return Err(TransferError::Bundle(why));
                     }
                     attempt += 1;
                     // Streams of one blob (the first pass and re-reads of the bundle), as many
                     // as `--retries` allows any request: the flag means the same here.
                     if attempt >= self.sink.client.policy().attempts.max(1) {
-                        return Err(e.to_string());
+                        return Err(e.into());
                     }
                     tracing::debug!("blob {}: {e}; streaming it again", task.digest);
                 }
@@ -169,7 +169,7 @@ impl Arrangement for Import<'_> {
         (false, true)
     }
 
-    async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, String> {
+    async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, TransferError> {
         let from = match (self.present.get(&task.digest), head) {
             (Some(from), _) => from.as_str(),
             (None, Some(head)) => head.repository.as_str(),
@@ -186,14 +186,15 @@ impl Arrangement for Import<'_> {
             .await
             .map(done_of)
             .map_err(|e| match self.present.get(&task.digest) {
-                Some(from) => {
-                    format!("{e} (left out of the bundle: the inventory said `{from}` holds it)")
-                }
-                None => e.to_string(),
+                Some(from) => TransferError::LeftOut {
+                    error: Box::new(e.into()),
+                    from: from.clone(),
+                },
+                None => e.into(),
             })
     }
 
-    async fn after(&self, i: usize) -> Result<(), String> {
+    async fn after(&self, i: usize) -> Result<(), TransferError> {
         let image = &self.plan.images[i];
         let repository = self.dest.repository(&image.source);
         push_image(&self.sink, &repository, image, |digest| {
@@ -208,9 +209,10 @@ impl Arrangement for Import<'_> {
                 // Left out because the far site holds it: it must be there.
                 match self.sink.has_manifest(repository, &digest).await {
                     Ok(()) => Ok(None),
-                    Err(e) => Err(format!(
-                        "manifest `{digest}` left out of the bundle is not at the destination: {e}"
-                    )),
+                    Err(e) => Err(TransferError::LeftOutManifest {
+                        digest,
+                        error: Box::new(e),
+                    }),
                 }
             }
         })

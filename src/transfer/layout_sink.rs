@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest as _, Sha256};
 
 use super::bundle_sink::Staging;
+use super::TransferError;
 use crate::bundle::layout::{self, IndexEntry};
 use crate::fsutil::write_atomically;
 use crate::reference::Digest;
@@ -47,29 +48,33 @@ impl LayoutSink {
     }
 
     /// A temp file beside the blob's final name.
-    pub fn stage(&self, digest: &Digest) -> Result<Staging, String> {
+    pub fn stage(&self, digest: &Digest) -> Result<Staging, TransferError> {
         let path = self
             .dir
             .join("blobs")
             .join(digest.algorithm())
             .join(format!(".{}.part", digest.hex()));
-        Staging::file(path).map_err(|e| format!("{e:#}"))
+        Staging::file(path)
     }
 
     /// Put a verified blob under its name.
-    pub fn commit(&self, digest: &Digest, staging: Staging) -> Result<(), String> {
+    pub fn commit(&self, digest: &Digest, staging: Staging) -> Result<(), TransferError> {
+        let path = self.path(digest);
         staging
-            .persist(&self.path(digest))
-            .map_err(|e| format!("{}: {e}", self.path(digest).display()))
+            .persist(&path)
+            .map_err(|e| TransferError::file("write", path, e))
     }
 
     /// A manifest's bytes (they must hash to `digest`).
-    pub fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), String> {
+    pub fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), TransferError> {
         let actual = Digest::sha256_of(bytes);
         if &actual != digest {
-            return Err(format!("manifest `{digest}`: its bytes hash to {actual}"));
+            return Err(TransferError::Digest {
+                expected: digest.clone(),
+                got: actual,
+            });
         }
-        write_atomically(&self.path(digest), bytes).map_err(|e| format!("{e:#}"))
+        Ok(write_atomically(&self.path(digest), bytes)?)
     }
 
     /// Write `index.json`: `entries`, plus the existing entries of other references.

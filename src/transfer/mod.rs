@@ -19,6 +19,7 @@ pub mod bundle_sink;
 pub mod bundle_source;
 pub mod copy;
 pub mod destination;
+pub mod error;
 pub mod export;
 pub mod import;
 pub mod layout_sink;
@@ -37,6 +38,7 @@ use crate::reference::{Digest, Reference};
 use crate::registry::Registries;
 use crate::report::{ImageReport, ImageStatus};
 use crate::state::State;
+pub use error::TransferError;
 use scheduler::{Done, Task};
 
 /// What every executor needs for a run.
@@ -132,7 +134,7 @@ pub(crate) fn pair_tasks(plan: &Plan, repository_of: impl Fn(usize) -> String) -
 pub struct Outcome {
     pub bytes: u64,
     pub fetched_any: bool,
-    pub errors: Vec<String>,
+    pub errors: Vec<TransferError>,
     pub warnings: Vec<String>,
     pub missing: Vec<String>,
 }
@@ -151,7 +153,7 @@ impl ImageOutcomes {
         ImageOutcomes(Mutex::new((0..n).map(|_| Outcome::default()).collect()))
     }
     /// One task's result, for every image that needs its blob.
-    pub fn record(&self, images: &[usize], digest: &Digest, result: &Result<Done, String>) {
+    pub fn record(&self, images: &[usize], digest: &Digest, result: &Result<Done, TransferError>) {
         for &i in images {
             match result {
                 Ok(Done::Moved(n)) => self.fetched(i, *n),
@@ -165,9 +167,11 @@ impl ImageOutcomes {
     fn with(&self, i: usize, f: impl FnOnce(&mut Outcome)) {
         f(&mut self.0.lock().expect("outcomes lock")[i]);
     }
-    pub fn fail(&self, i: usize, error: String) {
+    pub fn fail(&self, i: usize, error: TransferError) {
         self.with(i, |o| {
-            if !o.errors.contains(&error) {
+            // The same failure reached through two tasks is told once.
+            let text = error.to_string();
+            if !o.errors.iter().any(|e| e.to_string() == text) {
                 o.errors.push(error)
             }
         });
@@ -202,8 +206,18 @@ impl ImageOutcomes {
             .zip(outcomes)
             .map(|(image, o)| {
                 let failed = !o.errors.is_empty();
+                // Where the typed errors become the report's text.
+                let budget_spent = o
+                    .errors
+                    .iter()
+                    .find_map(TransferError::budget_spent)
+                    .map(|e| e.to_string());
                 let error = failed.then(|| {
-                    let mut e = o.errors[..o.errors.len().min(ERRORS_SHOWN)].join("; ");
+                    let shown: Vec<String> = o.errors[..o.errors.len().min(ERRORS_SHOWN)]
+                        .iter()
+                        .map(TransferError::to_string)
+                        .collect();
+                    let mut e = shown.join("; ");
                     if o.errors.len() > ERRORS_SHOWN {
                         e.push_str(&format!("; and {} more", o.errors.len() - ERRORS_SHOWN));
                     }
@@ -222,6 +236,7 @@ impl ImageOutcomes {
                     error,
                     warnings: o.warnings,
                     missing: o.missing,
+                    budget_spent,
                 }
             })
             .collect();
@@ -234,6 +249,7 @@ impl ImageOutcomes {
             error: Some(f.error.clone()),
             warnings: Vec::new(),
             missing: Vec::new(),
+            budget_spent: None,
         }));
         reports
     }

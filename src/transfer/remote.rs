@@ -14,6 +14,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::destination::source_reader;
+use super::TransferError;
 use crate::job::Job;
 use crate::reference::{Digest, Reference};
 pub use crate::registry::Presence;
@@ -29,8 +30,8 @@ pub struct RegistrySource<'a> {
 }
 
 impl RegistrySource<'_> {
-    fn reader(&self, image: &Reference) -> Result<(Arc<RegistryClient>, String), String> {
-        source_reader(self.job, self.registries, image).map_err(|e| format!("{e:#}"))
+    fn reader(&self, image: &Reference) -> Result<(Arc<RegistryClient>, String), TransferError> {
+        Ok(source_reader(self.job, self.registries, image)?)
     }
 
     /// A manifest's exact bytes, checked against `digest`.
@@ -38,12 +39,9 @@ impl RegistrySource<'_> {
         &self,
         image: &Reference,
         digest: &Digest,
-    ) -> Result<FetchedManifest, String> {
+    ) -> Result<FetchedManifest, TransferError> {
         let (client, repository) = self.reader(image)?;
-        client
-            .get_manifest(&repository, digest.as_str())
-            .await
-            .map_err(|e| e.to_string())
+        Ok(client.get_manifest(&repository, digest.as_str()).await?)
     }
 
     /// A blob into `sink`, verified (resumed with Range, fetched again on a bad hash); the
@@ -55,17 +53,18 @@ impl RegistrySource<'_> {
         size: u64,
         sink: &mut dyn BlobSink,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64, String> {
+    ) -> Result<u64, TransferError> {
         let (client, repository) = self.reader(image)?;
         let n = client
             .fetch_blob(&repository, digest, sink, progress)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if n != size {
-            return Err(format!(
-                "blob `{digest}` of `{}`: {n} bytes instead of {size}",
-                image.repo_path()
-            ));
+            return Err(TransferError::Size {
+                digest: digest.clone(),
+                from: image.repo_path(),
+                expected: size,
+                got: n,
+            });
         }
         Ok(n)
     }
@@ -78,12 +77,13 @@ impl RegistrySource<'_> {
         digest: &Digest,
         size: u64,
     ) -> Result<ChunkStream, RegistryError> {
-        let (client, repository) = self.reader(image).map_err(|e| RegistryError::Status {
-            host: image.registry().to_string(),
-            what: format!("blob `{digest}`"),
-            status: 0,
-            detail: e,
-        })?;
+        let (client, repository) =
+            source_reader(self.job, self.registries, image).map_err(|e| {
+                RegistryError::NoClient {
+                    what: format!("blob `{digest}` of `{}`", image.repo_path()),
+                    detail: format!("{e:#}"),
+                }
+            })?;
         Ok(resumable_body(client, repository, digest.clone(), size))
     }
 }
@@ -209,12 +209,12 @@ impl RegistrySink<'_> {
         repository: &str,
         digest: &Digest,
         size: u64,
-    ) -> Result<bool, String> {
-        self.client
+    ) -> Result<bool, TransferError> {
+        Ok(self
+            .client
             .head_blob(repository, digest, Some(size))
             .await
-            .map(Presence::is_present)
-            .map_err(|e| e.to_string())
+            .map(Presence::is_present)?)
     }
 
     /// Upload `body` (already verified by its producer) into `repository`.
@@ -249,28 +249,30 @@ impl RegistrySink<'_> {
         key: &str,
         media_type: &str,
         bytes: bytes::Bytes,
-    ) -> Result<(), String> {
+    ) -> Result<(), TransferError> {
         self.client
             .put_manifest(repository, key, media_type, bytes)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 
     /// Whether `repository` holds the manifest `digest` (proven, see [`Presence`]): an error
     /// saying why not.
-    pub async fn has_manifest(&self, repository: &str, digest: &Digest) -> Result<(), String> {
+    pub async fn has_manifest(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<(), TransferError> {
         match self
             .client
             .manifest_presence(repository, digest, None)
-            .await
+            .await?
         {
-            Ok(Presence::Present) => Ok(()),
-            Ok(Presence::Absent) => Err(format!(
-                "manifest `{digest}` is not in `{}/{repository}`",
-                self.client.host()
-            )),
-            Err(e) => Err(e.to_string()),
+            Presence::Present => Ok(()),
+            Presence::Absent => Err(TransferError::Missing {
+                digest: digest.clone(),
+                place: format!("{}/{repository}", self.client.host()),
+            }),
         }
     }
 }
@@ -282,12 +284,8 @@ pub struct CacheSink<'a> {
 
 impl CacheSink<'_> {
     /// GET a manifest through the cache (by tag or digest); its digest.
-    pub async fn manifest(&self, repository: &str, key: &str) -> Result<Digest, String> {
-        self.client
-            .get_manifest(repository, key)
-            .await
-            .map(|m| m.digest)
-            .map_err(|e| e.to_string())
+    pub async fn manifest(&self, repository: &str, key: &str) -> Result<Digest, TransferError> {
+        Ok(self.client.get_manifest(repository, key).await?.digest)
     }
 
     /// Read a blob through the cache fully, verify it, keep nothing: the bytes read.
@@ -296,11 +294,11 @@ impl CacheSink<'_> {
         repository: &str,
         digest: &Digest,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64, String> {
-        self.client
+    ) -> Result<u64, TransferError> {
+        Ok(self
+            .client
             .fetch_blob(repository, digest, &mut Discard, progress)
-            .await
-            .map_err(|e| e.to_string())
+            .await?)
     }
 
     /// HEAD a blob; present only with proof (its digest, or `size`).
@@ -309,11 +307,11 @@ impl CacheSink<'_> {
         repository: &str,
         digest: &Digest,
         size: u64,
-    ) -> Result<Presence, String> {
-        self.client
+    ) -> Result<Presence, TransferError> {
+        Ok(self
+            .client
             .head_blob(repository, digest, Some(size))
-            .await
-            .map_err(|e| e.to_string())
+            .await?)
     }
 
     /// HEAD a manifest by digest; present only with proof (a matching
@@ -323,14 +321,14 @@ impl CacheSink<'_> {
         repository: &str,
         digest: &Digest,
         size: Option<u64>,
-    ) -> Result<Presence, String> {
+    ) -> Result<Presence, TransferError> {
         match self
             .client
             .manifest_presence(repository, digest, size)
             .await
         {
             Err(RegistryError::NotFound { .. }) => Ok(Presence::Absent),
-            other => other.map_err(|e| e.to_string()),
+            other => Ok(other?),
         }
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
-use super::ImageOutcomes;
+use super::{ImageOutcomes, TransferError};
 use crate::progress::Reporter;
 use crate::reference::Digest;
 
@@ -75,13 +75,13 @@ pub(crate) trait Arrangement {
     /// Whether `before` and `after` do anything (skipped otherwise).
     fn stages(&self) -> (bool, bool);
     /// Before any blob of image `i` (warm: its manifests through the cache).
-    async fn before(&self, _i: usize) -> Result<(), String> {
+    async fn before(&self, _i: usize) -> Result<(), TransferError> {
         Ok(())
     }
     /// One blob. `head` is the chain's first task (where a mount comes from) for the others.
-    async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, String>;
+    async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, TransferError>;
     /// After every blob of image `i` arrived (copy/import: manifests, then the tag).
-    async fn after(&self, _i: usize) -> Result<(), String> {
+    async fn after(&self, _i: usize) -> Result<(), TransferError> {
         Ok(())
     }
 }
@@ -98,9 +98,9 @@ pub fn biggest_first(tasks: &mut [Task]) {
 }
 
 enum Event {
-    Before(usize, Result<(), String>),
-    Blob(usize, Result<Done, String>),
-    After(usize, Result<(), String>),
+    Before(usize, Result<(), TransferError>),
+    Blob(usize, Result<Done, TransferError>),
+    After(usize, Result<(), TransferError>),
 }
 
 type Running<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = Event> + 'a>>>;
@@ -329,12 +329,12 @@ mod tests {
         fn stages(&self) -> (bool, bool) {
             self.stages
         }
-        async fn before(&self, i: usize) -> Result<(), String> {
+        async fn before(&self, i: usize) -> Result<(), TransferError> {
             self.log.lock().unwrap().push(format!("before {i}"));
             tokio::task::yield_now().await;
             Ok(())
         }
-        async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, String> {
+        async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, TransferError> {
             {
                 let mut f = self.in_flight.lock().unwrap();
                 f.0 += 1;
@@ -349,11 +349,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
             self.in_flight.lock().unwrap().0 -= 1;
             if self.fail.contains(&task.digest) {
-                return Err(format!("blob {} broke", task.digest.short()));
+                return Err(TransferError::Bundle(format!(
+                    "blob {} broke",
+                    task.digest.short()
+                )));
             }
             Ok(Done::Moved(task.size))
         }
-        async fn after(&self, i: usize) -> Result<(), String> {
+        async fn after(&self, i: usize) -> Result<(), TransferError> {
             self.log.lock().unwrap().push(format!("after {i}"));
             Ok(())
         }

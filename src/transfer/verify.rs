@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::remote::{CacheSink, Presence};
 use super::scheduler::{Arrangement, Chain, Done, Task};
-use super::{ImageOutcomes, Work};
+use super::{ImageOutcomes, TransferError, Work};
 use crate::job::CacheConfig;
 use crate::plan::Plan;
 use crate::report::{ImageReport, ImageStatus};
@@ -28,7 +28,7 @@ impl Arrangement for Verify<'_> {
         (true, false)
     }
 
-    async fn before(&self, i: usize) -> Result<(), String> {
+    async fn before(&self, i: usize) -> Result<(), TransferError> {
         let image = &self.plan.images[i];
         let repo = super::cache_repository(self.cache, &image.source);
         for digest in &image.manifests {
@@ -43,7 +43,7 @@ impl Arrangement for Verify<'_> {
         Ok(())
     }
 
-    async fn blob(&self, task: &Task, _head: Option<&Task>) -> Result<Done, String> {
+    async fn blob(&self, task: &Task, _head: Option<&Task>) -> Result<Done, TransferError> {
         match self
             .sink
             .blob_presence(&task.repository, &task.digest, task.size)

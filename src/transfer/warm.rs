@@ -19,7 +19,7 @@ use anyhow::Result;
 
 use super::remote::{CacheSink, Presence};
 use super::scheduler::{Arrangement, Chain, Done, Task};
-use super::{cache_repository, ImageOutcomes, Work};
+use super::{cache_repository, ImageOutcomes, TransferError, Work};
 use crate::job::CacheConfig;
 use crate::plan::Plan;
 use crate::report::{ImageReport, ImageStatus};
@@ -40,7 +40,7 @@ impl Arrangement for Warm<'_> {
         (true, false)
     }
 
-    async fn before(&self, i: usize) -> Result<(), String> {
+    async fn before(&self, i: usize) -> Result<(), TransferError> {
         let image = &self.plan.images[i];
         let target = self.cache.cache_reference(&image.source);
         let repo = target.repository();
@@ -69,7 +69,7 @@ impl Arrangement for Warm<'_> {
         Ok(())
     }
 
-    async fn blob(&self, task: &Task, _head: Option<&Task>) -> Result<Done, String> {
+    async fn blob(&self, task: &Task, _head: Option<&Task>) -> Result<Done, TransferError> {
         let host = self.cache.host.as_str();
         if let Some(state) = self.work.state {
             if state

@@ -340,11 +340,9 @@ impl RegistryClient {
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
-            HeaderValue::from_str(media_type).map_err(|_| RegistryError::Status {
-                host: self.host.clone(),
+            HeaderValue::from_str(media_type).map_err(|_| RegistryError::BadMediaType {
                 what: what.clone(),
-                status: 0,
-                detail: format!("media type `{media_type}` is not a valid header"),
+                media_type: media_type.to_string(),
             })?,
         );
         let call = self
