@@ -149,11 +149,9 @@ pub async fn build_from(
                 }
                 plan.images.push(w.image);
             }
-            Err(e) => plan.failures.push(PlanFailure {
-                reference: source.to_string(),
-                origin,
-                error: format!("{e:#}"),
-            }),
+            Err(e) => plan
+                .failures
+                .push(PlanFailure::new(source.to_string(), origin, &e)),
         }
     }
     plan.manifests = manifests.into_values().collect();

@@ -13,17 +13,11 @@ use prewarm_lab::ExtraRegistry;
 
 /// An auth file with the lab user for the upstream and for `dest`.
 fn auth_with(env: &Env, dest: &ExtraRegistry) -> PathBuf {
-    let path = env.dir.join("auth.json");
-    let mut auth: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let entry = auth["auths"]["registry.redhat.io"].clone();
-    auth["auths"][&dest.address] = entry;
-    std::fs::write(&path, serde_json::to_vec(&auth).unwrap()).unwrap();
-    path
+    env.auth_with(dest)
 }
 
 fn ca(env: &Env) -> String {
-    env.lab.ca_cert.display().to_string()
+    env.ca()
 }
 
 /// `skopeo inspect --raw` of `docker://REF` at the destination: the sha256 of the bytes.

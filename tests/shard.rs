@@ -102,6 +102,7 @@ fn random_plan(rng: &mut Rng) -> Plan {
             reference: format!("quay.io/broken/f:{f}"),
             origin: "job".into(),
             error: "not found".into(),
+            budget_spent: None,
         });
     }
     plan.manifests = manifests.into_values().collect();

@@ -146,11 +146,7 @@ async fn head(job: &Job, registries: &Registries, r: &Reference) -> Result<Diges
 }
 
 fn budget_reason(e: &anyhow::Error) -> Option<String> {
-    e.chain()
-        .find_map(|c| match c.downcast_ref::<RegistryError>() {
-            Some(err @ RegistryError::BudgetSpent { .. }) => Some(err.to_string()),
-            _ => None,
-        })
+    RegistryError::budget_spent_in(e).map(|e| e.to_string())
 }
 
 /// Refresh `job` within `run` (which holds the state): the report for [`Run::finish`].

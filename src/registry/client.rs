@@ -129,6 +129,17 @@ pub enum RegistryError {
     NoClient { what: String, detail: String },
 }
 
+impl RegistryError {
+    /// The spent rate budget in `e`'s chain, if a spent budget is why it failed.
+    pub fn budget_spent_in(e: &anyhow::Error) -> Option<&RegistryError> {
+        e.chain()
+            .find_map(|c| match c.downcast_ref::<RegistryError>() {
+                Some(err @ RegistryError::BudgetSpent { .. }) => Some(err),
+                _ => None,
+            })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Challenge {
     None,

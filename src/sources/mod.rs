@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
 use crate::reference::{Digest, Reference};
-use crate::registry::Registries;
+use crate::registry::{Registries, RegistryError};
 
 /// A reference that could not be read or resolved; the rest of the plan goes on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +32,23 @@ pub struct PlanFailure {
     pub reference: String,
     pub origin: String,
     pub error: String,
+    /// Failed because a registry's rate budget ran out (the budget's message): refresh
+    /// leaves it for its next run. Not in a saved plan.
+    #[serde(skip)]
+    pub budget_spent: Option<String>,
+}
+
+impl PlanFailure {
+    /// `reference` (from `origin`) could not be resolved: `error`, kept as one line, and
+    /// whether a spent rate budget is why.
+    pub fn new(reference: String, origin: String, error: &anyhow::Error) -> PlanFailure {
+        PlanFailure {
+            reference,
+            origin,
+            error: format!("{error:#}"),
+            budget_spent: RegistryError::budget_spent_in(error).map(|e| e.to_string()),
+        }
+    }
 }
 
 pub use crate::specs::{
@@ -163,11 +180,9 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
                     out.push(&mut seen, reference, o);
                 }
             }
-            Err(e) => out.failures.push(PlanFailure {
-                reference: r.to_string(),
-                origin: origin.clone(),
-                error: format!("{e:#}"),
-            }),
+            Err(e) => out
+                .failures
+                .push(PlanFailure::new(r.to_string(), origin.clone(), &e)),
         }
     }
     for (i, op) in job.operators.iter().enumerate() {
@@ -184,11 +199,9 @@ pub async fn collect(job: &Job, registries: &Registries) -> Result<Collected> {
                     out.push(&mut seen, reference, o);
                 }
             }
-            Err(e) => out.failures.push(PlanFailure {
-                reference: op.catalog.clone(),
-                origin,
-                error: format!("{e:#}"),
-            }),
+            Err(e) => out
+                .failures
+                .push(PlanFailure::new(op.catalog.clone(), origin, &e)),
         }
     }
     if !release_digests.is_empty() {

@@ -151,8 +151,18 @@ mod tests {
                 .is_none()
         );
 
+        let spent_plan = anyhow::Error::new(RegistryError::BudgetSpent {
+            host: "quay.io".into(),
+            reason: "no more".into(),
+        })
+        .context("resolving quay.io/a/c:1");
+        let worded = anyhow::anyhow!("rate budget for registry `quay.io` spent: no more");
         let plan = Plan {
             images: vec![image("a"), image("b")],
+            failures: vec![
+                crate::sources::PlanFailure::new("quay.io/a/c:1".into(), "o".into(), &spent_plan),
+                crate::sources::PlanFailure::new("quay.io/a/d:1".into(), "o".into(), &worded),
+            ],
             ..Plan::default()
         };
         let outcomes = ImageOutcomes::new(&plan);
@@ -174,5 +184,8 @@ mod tests {
             .unwrap()
             .contains("7 bytes instead of 10"));
         assert!(reports[1].budget_spent.is_none());
+        // A source the plan could not resolve for want of budget, told by type.
+        assert!(reports[2].budget_spent.is_some());
+        assert!(reports[3].budget_spent.is_none());
     }
 }

@@ -249,7 +249,7 @@ impl ImageOutcomes {
             error: Some(f.error.clone()),
             warnings: Vec::new(),
             missing: Vec::new(),
-            budget_spent: None,
+            budget_spent: f.budget_spent.clone(),
         }));
         reports
     }

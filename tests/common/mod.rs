@@ -78,6 +78,22 @@ impl Env {
         out
     }
 
+    /// Add the lab user for `dest` to the auth file (the upstream's entry); its path.
+    pub fn auth_with(&self, dest: &prewarm_lab::ExtraRegistry) -> PathBuf {
+        let path = self.dir.join("auth.json");
+        let mut auth: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let entry = auth["auths"]["registry.redhat.io"].clone();
+        auth["auths"][&dest.address] = entry;
+        std::fs::write(&path, serde_json::to_vec(&auth).unwrap()).unwrap();
+        path
+    }
+
+    /// The lab CA, for `--to-ca`.
+    pub fn ca(&self) -> String {
+        self.lab.ca_cert.display().to_string()
+    }
+
     pub fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
