@@ -21,7 +21,7 @@ use std::process::{Command, Output};
 use common::{lab, skopeo, Env};
 use prewarm::reference::Reference;
 use prewarm_lab::ocp_content::RELEASE_REPOSITORY;
-use quay_double::{QuayDouble, TOKEN};
+use quay_double::{ProxyConfig, QuayDouble, TOKEN};
 
 fn job(env: &Env, name: &str, releases: &[&str]) -> String {
     let base = std::fs::read_to_string(&env.job).unwrap();
@@ -94,9 +94,30 @@ fn prune_lists_then_deletes_exactly_the_dropped_release_and_keeps_the_rest_pulla
     let out = env.prewarm(&["prune", &kept, "--to", &to, "--to-ca", &ca, "--dry-run"]);
     assert_eq!(listed(&out.stdout, "would delete", &dest.address), dropped);
 
-    let out = env.prewarm(&["prune", &kept, "--to", &to, "--to-ca", &ca, "--yes"]);
+    let rep = env.path("prune-report.json");
+    let out = env.prewarm(&[
+        "prune", &kept, "--to", &to, "--to-ca", &ca, "--yes", "--report", &rep,
+    ]);
     assert!(out.status.success());
     assert_eq!(listed(&out.stdout, "deleted", &dest.address), dropped);
+    // The report names each manifest deleted, as the lines do.
+    let r = common::read_report(Path::new(&rep));
+    let reported: BTreeSet<(String, String)> = r["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["outcome"], "deleted", "{e}");
+            let repo = e["repository"].as_str().unwrap();
+            let repo = repo.strip_prefix(&format!("{}/", dest.address)).unwrap();
+            (repo.to_string(), e["digest"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(reported, dropped);
+    assert_eq!(
+        (r["dry_run"].as_bool(), r["failed"].as_u64()),
+        (Some(false), Some(0))
+    );
     let out = env.prewarm(&["prune", &kept, "--to", &to, "--to-ca", &ca]);
     assert!(out.status.success());
     assert!(listed(&out.stdout, "would delete", &dest.address).is_empty());
@@ -250,6 +271,7 @@ fn prune_through_quays_api_lists_then_deletes_exactly_the_dropped_releases_tags(
     // tag, a hidden temporary tag per manifest pulled by digest.
     let quay = QuayDouble::start();
     quay.state().repos_per_page = 1;
+    quay.add_org("cache_quay_io", None);
     for (n, p) in all.iter().enumerate() {
         match &p.tag {
             Some(t) => quay.add_tag(&p.repository, t, &p.digest, p.is_list, false),
@@ -322,6 +344,40 @@ fn prune_through_quays_api_lists_then_deletes_exactly_the_dropped_releases_tags(
 
     let host = quay.host();
     let before = quay.live_tags();
+    // No token: one line, before the plan is made or Quay asked.
+    let out = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+        .args(["prune", &kept, "--quay", &quay.host(), "--to-insecure"])
+        .arg("--authfile")
+        .arg(&env.auth)
+        .env_remove("PREWARM_QUAY_TOKEN")
+        .env("XDG_STATE_HOME", env.dir.join("xdg-state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no Quay token") && !err.contains("resolve"),
+        "{err}"
+    );
+    assert!(quay.state().log.is_empty());
+    // An org without a proxy-cache config holds what was pushed, not cached: left alone.
+    let out = prune_quay(&env, &quay, &kept, &["--yes"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache_quay_io: not a proxy-cache org"));
+    assert_eq!(quay.live_tags(), before);
+    assert!(quay.writes().is_empty(), "{:?}", quay.writes());
+    quay.state()
+        .orgs
+        .get_mut("cache_quay_io")
+        .unwrap()
+        .proxycache = Some(ProxyConfig {
+        upstream_registry: "quay.io".into(),
+        username: None,
+        password: None,
+        expiration_s: 86400,
+        insecure: false,
+    });
+    quay.clear_log();
     let rep = env.dir.join("prune-report.json");
     let rep_s = rep.display().to_string();
     let out = prune_quay(&env, &quay, &kept, &["--report", &rep_s]);

@@ -405,8 +405,9 @@ pub async fn prune(args: &crate::cluster::prune::PruneArgs, global: &Global) -> 
     let (job, registries) = load(&args.job, global, None, None)?;
     let reporter = progress::for_run(global.quiet);
     let Some(destination) = args.registry() else {
+        let quay = crate::quay::prune::QuayPrune::connect(args, &job).await?;
         let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
-        return crate::quay::prune::run(args, &job, &plan).await;
+        return quay.run(args, &plan).await;
     };
     let mut dest = Destination::parse(&destination.to)?;
     dest.orgs = job.cache.clone();

@@ -84,7 +84,9 @@ pub fn select(org: &CacheOrg, name: &str, tags: &[QuayTag], needed: &Needed) -> 
         .collect()
 }
 
-/// Every candidate of `orgs`, sorted by repository and tag.
+/// Every candidate of `orgs`, sorted by repository and tag. An org Quay does not have, or one
+/// without a proxy-cache config, is said so on stderr and left alone: what a regular org holds
+/// was pushed there and cannot be fetched again, so it is `--to`'s to prune, not this.
 pub async fn find(
     client: &QuayClient,
     orgs: &[CacheOrg],
@@ -92,6 +94,17 @@ pub async fn find(
 ) -> Result<Vec<Candidate>> {
     let mut found = BTreeSet::new();
     for org in orgs {
+        if !client.org_exists(&org.org).await? {
+            eprintln!("note: {}: no such org on Quay, nothing to prune", org.org);
+            continue;
+        }
+        if client.proxycache(&org.org).await?.is_none() {
+            eprintln!(
+                "note: {}: not a proxy-cache org (no proxy-cache config): left alone; what was pushed there cannot be fetched again (`prune --to` prunes a registry's orgs by digest)",
+                org.org
+            );
+            continue;
+        }
         for name in client.repositories(&org.org).await? {
             // A repository gone between the two calls holds nothing to prune.
             let Some(tags) = client.active_tags(&format!("{}/{name}", org.org)).await? else {
@@ -130,33 +143,47 @@ pub async fn apply(
     .await
 }
 
-/// `prewarm prune JOB --quay HOST` with the job's complete plan.
-pub async fn run(args: &PruneArgs, job: &Job, plan: &Plan) -> Result<i32> {
-    let site = SiteArgs {
-        quay: args.quay.clone(),
-        job: None,
-        domain_list: None,
-    };
-    let cache = site.cache_config(Some(job))?;
-    let repository_of = |r: &Reference| cache.cache_reference(r).repository().to_string();
-    let needed = Needed::of(plan, &repository_of)?;
-    let orgs = orgs(&cache, plan)?;
-    let conn = Connection {
-        host: cache.host.clone(),
-        ca: args.to_ca.clone().or_else(|| cache.ca.clone()),
-        insecure: args.to_insecure || cache.insecure,
-    };
-    let token = super::token_from(args.token_file.as_deref())?;
-    let (client, _) = QuayClient::connect(&conn, token)
-        .await
-        .with_context(|| format!("Quay {}", conn.host))?;
-    let candidates = find(&client, &orgs, &needed).await?;
-    let entries = apply(&client, &cache.host, &candidates, args.yes).await;
-    args.finish(
-        &format!("the cache orgs on {}", cache.host),
-        "tag(s)",
-        &entries,
-    )
+/// `prewarm prune JOB --quay HOST`: the cache and a client whose token Quay accepted, made
+/// before the (long) planning so bad input and a refused token fail first.
+pub struct QuayPrune {
+    cache: CacheConfig,
+    client: QuayClient,
+}
+
+impl QuayPrune {
+    pub async fn connect(args: &PruneArgs, job: &Job) -> Result<QuayPrune> {
+        let site = SiteArgs {
+            quay: args.quay.clone(),
+            job: None,
+            domain_list: None,
+        };
+        let cache = site.cache_config(Some(job))?;
+        let token = super::token_from(args.token_file.as_deref())?;
+        let conn = Connection {
+            host: cache.host.clone(),
+            ca: args.to_ca.clone().or_else(|| cache.ca.clone()),
+            insecure: args.to_insecure || cache.insecure,
+        };
+        let (client, _) = QuayClient::connect(&conn, token)
+            .await
+            .with_context(|| format!("Quay {}", conn.host))?;
+        Ok(QuayPrune { cache, client })
+    }
+
+    /// Find, list or delete, report — with the job's complete plan.
+    pub async fn run(&self, args: &PruneArgs, plan: &Plan) -> Result<i32> {
+        let cache = &self.cache;
+        let repository_of = |r: &Reference| cache.cache_reference(r).repository().to_string();
+        let needed = Needed::of(plan, &repository_of)?;
+        let orgs = orgs(cache, plan)?;
+        let candidates = find(&self.client, &orgs, &needed).await?;
+        let entries = apply(&self.client, &cache.host, &candidates, args.yes).await;
+        args.finish(
+            &format!("the cache orgs on {}", cache.host),
+            "tag(s)",
+            &entries,
+        )
+    }
 }
 
 #[cfg(test)]
