@@ -47,7 +47,7 @@ pub struct PruneArgs {
     pub quay: Option<String>,
     /// With --quay: a file holding the Quay OAuth token (scopes: read and write repositories).
     /// Default: $PREWARM_QUAY_TOKEN.
-    #[arg(long, value_name = "FILE", requires = "quay")]
+    #[arg(long, value_name = "FILE", requires = "quay", conflicts_with = "to")]
     pub token_file: Option<std::path::PathBuf>,
     /// A CA certificate (PEM) the registry's (or Quay's) TLS certificate is signed by.
     #[arg(long, value_name = "FILE")]
