@@ -76,9 +76,10 @@ pub enum Command {
     )]
     Inventory(InventoryArgs),
     /// List what a registry holds under the job's mapping that the job no longer plans
-    /// (older releases, dropped bundles); delete it by digest with --yes.
+    /// (older releases, dropped bundles); delete it by digest with --yes. With --quay, the
+    /// tags of the job's cache orgs on a Quay, through Quay's REST API.
     #[command(
-        after_help = "Example:\n  prewarm prune job.yaml --to mirror.example:8443/ocp\n  prewarm prune job.yaml --to mirror.example:8443/ocp --yes\n\nExit status: 0 when everything listed was deleted (or only listed), 1 when a delete failed, 2 on bad input or an incomplete plan."
+        after_help = "Example:\n  prewarm prune job.yaml --to mirror.example:8443/ocp\n  prewarm prune job.yaml --to mirror.example:8443/ocp --yes\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm prune job.yaml --quay mirror.example:8443\n  prewarm prune job.yaml --quay mirror.example:8443 --token-file token --yes --report prune.json\n\nWith --quay: the tags of the job's cache orgs, through Quay's REST API; Quay garbage-collects\nthe manifests and blobs of deleted tags itself (after the org's time-machine window).\n\nExit status: 0 when everything listed was deleted (or only listed), 1 when a delete failed, 2 on bad input or an incomplete plan."
     )]
     Prune(crate::cluster::prune::PruneArgs),
     /// Bundle tools.

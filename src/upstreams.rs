@@ -357,7 +357,7 @@ impl SiteArgs {
     }
 
     /// The cache: the job's `cache` section, its host replaced by `--quay`.
-    fn cache_config(&self, job: Option<&Job>) -> Result<CacheConfig> {
+    pub fn cache_config(&self, job: Option<&Job>) -> Result<CacheConfig> {
         let mut cache = match job.and_then(|j| j.cache.clone().map(|c| (j, c))) {
             Some((j, mut c)) => {
                 c.ca = c.ca.map(|p| j.relative(&p));

@@ -16,4 +16,5 @@ pub mod kube;
 pub mod mirror_config;
 pub mod names;
 pub mod prune;
+pub mod prune_report;
 pub mod resources;

@@ -11,12 +11,16 @@
 //! the repository the mapping places it. Nothing needed is ever a candidate. The registry API
 //! lists tags, not untagged manifests: what no dropped tag leads to is not found. Deleting a
 //! manifest by digest removes its tags with it (distribution has no tag-only delete); parents
-//! are deleted before their children.
+//! are deleted before their children. `--quay HOST` prunes the job's cache orgs on a Quay
+//! instead, by tag through Quay's REST API: [`crate::quay::prune`], with the same [`Needed`];
+//! both report through [`super::prune_report`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use anyhow::{bail, Context, Result};
+
+use super::prune_report::{self, Entry};
 
 use crate::args::DestinationArgs;
 use crate::job::Job;
@@ -30,14 +34,59 @@ use crate::sources::release::{parse_image_references, IMAGE_REFERENCES};
 pub struct PruneArgs {
     /// The job file (YAML): what is still needed.
     pub job: std::path::PathBuf,
-    #[command(flatten)]
-    pub destination: DestinationArgs,
+    /// The registry to prune: `REGISTRY` (repositories by the cache-org mapping, `cache_<host>/…`
+    /// or the job's `cache.orgs`) or `REGISTRY/PREFIX` (repositories `PREFIX/<source path>`).
+    #[arg(
+        long,
+        value_name = "REGISTRY[/PREFIX]",
+        required_unless_present = "quay"
+    )]
+    pub to: Option<String>,
+    /// Prune the job's cache orgs on this Quay instead, through Quay's REST API (tags).
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with = "to")]
+    pub quay: Option<String>,
+    /// With --quay: a file holding the Quay OAuth token (scopes: read and write repositories).
+    /// Default: $PREWARM_QUAY_TOKEN.
+    #[arg(long, value_name = "FILE", requires = "quay", conflicts_with = "to")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) the registry's (or Quay's) TLS certificate is signed by.
+    #[arg(long, value_name = "FILE")]
+    pub to_ca: Option<std::path::PathBuf>,
+    /// Talk to the registry (or Quay) over plain HTTP, or HTTPS without verification.
+    #[arg(long)]
+    pub to_insecure: bool,
+    /// Write the JSON report (every entry listed and what happened to it) here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
     /// Delete what is listed (default: only list it).
     #[arg(long)]
     pub yes: bool,
     /// Only list (the default; says so explicitly in scripts).
     #[arg(long, conflicts_with = "yes")]
     pub dry_run: bool,
+}
+
+impl PruneArgs {
+    /// The registry of `--to` as the transfer commands take it; `None` with `--quay`.
+    pub fn registry(&self) -> Option<DestinationArgs> {
+        self.to.as_ref().map(|to| DestinationArgs {
+            to: to.clone(),
+            to_ca: self.to_ca.clone(),
+            to_insecure: self.to_insecure,
+        })
+    }
+
+    /// Sum up and write `--report`; true when a delete failed (see [`prune_report::finish`]).
+    pub fn finish(&self, target: &str, what: &str, entries: &[Entry]) -> Result<bool> {
+        prune_report::finish(
+            &self.job,
+            target,
+            what,
+            self.yes,
+            entries,
+            self.report.as_deref(),
+        )
+    }
 }
 
 /// One manifest the destination holds and the job no longer needs.
@@ -238,40 +287,34 @@ async fn fetch(
     }
 }
 
-/// List (and with `yes`, delete) the candidates; one line each on stdout. Returns how many
-/// could not be deleted.
+/// List (and with `yes`, delete) the candidates, in order; one line each on stdout.
 pub async fn apply(
     client: &RegistryClient,
     host: &str,
     candidates: &[Candidate],
     yes: bool,
-) -> Result<usize> {
-    let mut failed = 0;
-    for c in candidates {
-        let tags = if c.tags.is_empty() {
-            String::new()
-        } else {
-            format!(" (tags {})", c.tags.join(", "))
-        };
-        let line = format!("{host}/{}@{}{tags}: {}", c.repository, c.digest, c.why);
-        if !yes {
-            println!("would delete {line}");
-            continue;
-        }
-        match client
+) -> Vec<Entry> {
+    let entries = candidates
+        .iter()
+        .map(|c| {
+            let repository = format!("{host}/{}", c.repository);
+            Entry::new(
+                repository,
+                c.digest.clone(),
+                c.tags.clone(),
+                None,
+                c.why.clone(),
+            )
+        })
+        .collect();
+    prune_report::settle_all(entries, yes, |i| async move {
+        let c = &candidates[i];
+        client
             .delete_manifest(&c.repository, &c.digest)
             .await
             .with_context(|| format!("delete {}@{}", c.repository, c.digest))
-        {
-            Ok(true) => println!("deleted {line}"),
-            Ok(false) => println!("gone already {line}"),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                failed += 1;
-            }
-        }
-    }
-    Ok(failed)
+    })
+    .await
 }
 
 /// Keep what `copy` pushes beside the plan: each filtered catalog's tag.

@@ -357,32 +357,27 @@ async fn write_cluster_resources(
 }
 
 /// `prewarm prune`: plan the job, list what the destination holds under its mapping that the
-/// plan no longer needs, delete it with `--yes`.
+/// plan no longer needs, delete it with `--yes`; with `--quay`, the job's cache orgs on Quay.
 pub async fn prune(args: &crate::cluster::prune::PruneArgs, global: &Global) -> Result<i32> {
     use crate::cluster::prune;
     let run = Run::start("prune");
     let (job, registries) = load(&args.job, global, None, None)?;
-    let mut dest = Destination::parse(&args.destination.to)?;
-    dest.orgs = job.cache.clone();
-    let (registries, target) = with_destination(registries, &dest, &job, &args.destination)?;
     let reporter = progress::for_run(global.quiet);
+    let Some(destination) = args.registry() else {
+        let quay = crate::quay::prune::QuayPrune::connect(args, &job).await?;
+        let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
+        return Ok(run.exit(quay.run(args, &plan).await?));
+    };
+    let mut dest = Destination::parse(&destination.to)?;
+    dest.orgs = job.cache.clone();
+    let (registries, target) = with_destination(registries, &dest, &job, &destination)?;
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
     let repository_of = |r: &crate::reference::Reference| dest.repository(r);
     let mut needed = prune::Needed::of(&plan, &repository_of)?;
     prune::keep_built(&job, &target, &mut needed, &repository_of).await?;
     let candidates = prune::find(&target, &needed, &repository_of).await?;
-    let failed = prune::apply(&target, &dest.host, &candidates, args.yes).await?;
-    eprintln!(
-        "prune: {} manifest(s) under {} no longer planned{}",
-        candidates.len(),
-        args.destination.to,
-        if args.yes {
-            format!(", {} deleted", candidates.len() - failed)
-        } else {
-            " (dry run: --yes deletes them)".to_string()
-        }
-    );
-    Ok(run.exit(failed > 0))
+    let entries = prune::apply(&target, &dest.host, &candidates, args.yes).await;
+    Ok(run.exit(args.finish(&destination.to, "manifest(s)", &entries)?))
 }
 
 /// A job with nothing in it, for commands that read no job file.

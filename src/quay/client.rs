@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::Credentials;
+use crate::reference::Digest;
 
 /// How long an OAuth token from `POST /api/v1/user/initialize` lasts (seen on a real Quay).
 pub const INITIALIZE_TOKEN_LIFETIME: Duration = Duration::from_secs(9000);
@@ -589,6 +590,122 @@ impl QuayClient {
             r => r.map(|_| ()),
         }
     }
+}
+
+/// A tag of a repository as `GET …/tag/?onlyActiveTags=true` lists it (endpoints/api/tag.py
+/// `_tag_dict`): its name and the digest of the manifest it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuayTag {
+    pub name: String,
+    pub manifest_digest: Digest,
+}
+
+/// Tags per page when listing: Quay's maximum (`limit` is clamped to 1..=100).
+pub const TAGS_PER_PAGE: usize = 100;
+
+impl QuayClient {
+    /// The repositories of `namespace` (`GET /api/v1/repository?namespace=…`), following
+    /// `next_page` until Quay gives none; names without the namespace.
+    pub async fn repositories(&self, namespace: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/repository?namespace={}", query(namespace));
+            if let Some(token) = &next {
+                path.push_str(&format!("&next_page={}", query(token)));
+            }
+            let (_, text) = self
+                .expect(reqwest::Method::GET, &path, None, &[200])
+                .await?;
+            let v: Value =
+                serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))?;
+            let Some(repos) = v["repositories"].as_array() else {
+                anyhow::bail!("GET {path}: no `repositories` list in Quay's answer");
+            };
+            for r in repos {
+                let name = r["name"]
+                    .as_str()
+                    .with_context(|| format!("GET {path}: a repository without a name"))?;
+                names.push(name.to_string());
+            }
+            match v["next_page"].as_str() {
+                Some(t) if !t.is_empty() && next.as_deref() != Some(t) => {
+                    next = Some(t.to_string())
+                }
+                _ => break,
+            }
+        }
+        Ok(names)
+    }
+
+    /// The active (unexpired, visible) tags of `repository` (`namespace/name`), page by page
+    /// while Quay says `has_additional`; `None` when Quay has no such repository. Hidden tags
+    /// (Quay's temporary tags for digest pulls) are never listed.
+    pub async fn active_tags(&self, repository: &str) -> Result<Option<Vec<QuayTag>>> {
+        let mut tags = Vec::new();
+        for page in 1.. {
+            let path = format!(
+                "/api/v1/repository/{repository}/tag/?onlyActiveTags=true&limit={TAGS_PER_PAGE}&page={page}"
+            );
+            let (status, text) = self
+                .expect(reqwest::Method::GET, &path, None, &[200, 404])
+                .await?;
+            if status == 404 {
+                return Ok(None);
+            }
+            let v: Value =
+                serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))?;
+            let Some(list) = v["tags"].as_array() else {
+                anyhow::bail!("GET {path}: no `tags` list in Quay's answer");
+            };
+            for t in list {
+                let (Some(name), Some(digest)) =
+                    (t["name"].as_str(), t["manifest_digest"].as_str())
+                else {
+                    anyhow::bail!("GET {path}: a tag without `name` or `manifest_digest`");
+                };
+                let manifest_digest = digest.parse().map_err(|e| {
+                    anyhow::anyhow!("GET {path}: tag `{name}`: manifest_digest {digest}: {e}")
+                })?;
+                tags.push(QuayTag {
+                    name: name.to_string(),
+                    manifest_digest,
+                });
+            }
+            if !v["has_additional"].as_bool().unwrap_or(false) || list.is_empty() {
+                break;
+            }
+        }
+        Ok(Some(tags))
+    }
+
+    /// Delete tag `tag` of `repository` (`DELETE /api/v1/repository/{repo}/tag/{tag}`, 204):
+    /// `true` when deleted, `false` when Quay has no such live tag (404). Quay ends the tag's
+    /// life; the manifest and its blobs go with Quay's garbage collection once no tag names
+    /// them and the org's time-machine window has passed.
+    pub async fn delete_tag(&self, repository: &str, tag: &str) -> Result<bool> {
+        let (s, _) = self
+            .expect(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/repository/{repository}/tag/{tag}"),
+                None,
+                &[204, 404],
+            )
+            .await?;
+        Ok(s == 204)
+    }
+}
+
+/// A query-string value, percent-encoded (page tokens are opaque and may hold `=`, `+`, `/`).
+fn query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn read_ca(ca: &Path) -> Result<reqwest::Certificate> {

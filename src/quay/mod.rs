@@ -1,6 +1,7 @@
 //! `prewarm quay`: the Quay side of the seed procedure as safe, idempotent commands — cache
 //! orgs and their proxy-cache configs ([`orgs`]), upstream credentials from a pull secret
-//! ([`credentials`]), pull access for the cluster and storage quota ([`access`]).
+//! ([`credentials`]), pull access for the cluster and storage quota ([`access`]); and
+//! `prewarm prune --quay`, the cache orgs' tags the job no longer needs ([`prune`]).
 //!
 //! Which orgs exist and what each proxies comes from [`crate::upstreams::Mapping`], i.e. the
 //! job's mapping; the REST calls are in [`client`].
@@ -9,6 +10,7 @@ pub mod access;
 pub mod client;
 pub mod credentials;
 pub mod orgs;
+pub mod prune;
 
 use std::path::PathBuf;
 
@@ -88,7 +90,12 @@ pub enum OrgsCommand {
 
 /// The token: from `--token-file`, else from the environment; never from argv.
 pub fn token(args: &ConnArgs) -> Result<Token> {
-    match &args.token_file {
+    token_from(args.token_file.as_deref())
+}
+
+/// The token from `file` (`--token-file`), else from $PREWARM_QUAY_TOKEN.
+pub fn token_from(file: Option<&std::path::Path>) -> Result<Token> {
+    match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read token file {}", path.display()))?;

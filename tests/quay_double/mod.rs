@@ -29,6 +29,26 @@
 //!   teams, team members (`PUT` of a member already in the team → 400 "User … is already a
 //!   member of team …"; `GET …/members` lists them), quota and quota limits;
 //! - error bodies `{"detail","error_message","error_type","title","type","status"}`;
+//! - repositories and tags of the orgs — QUAY.md records only the two URLs, so the shapes and
+//!   answers follow quay/quay at ffba0c70 (endpoints/api/repository.py `RepositoryList.get`,
+//!   endpoints/api/__init__.py `page_support`, endpoints/api/tag.py `ListRepositoryTags.get`,
+//!   `RepositoryTag.delete` and `_tag_dict`, data/model/oci/tag.py `delete_tag` and
+//!   `filter_to_alive_tags`): `GET /api/v1/repository?namespace=ORG` →
+//!   `{"repositories": [{namespace, name, description, is_public, kind, state}], "next_page"}`,
+//!   [`State::repos_per_page`] a page (Quay: 100), `next_page` an opaque token (Quay: a Fernet
+//!   token) present only when more follow, no namespace → 400 "namespace, starred or public
+//!   are required for this API call", an unknown namespace → an empty list;
+//!   `GET /api/v1/repository/{repo}/tag/?onlyActiveTags=true&limit=N&page=P` →
+//!   `{"tags": [{name, reversion, immutable, start_ts, end_ts, manifest_digest,
+//!   is_manifest_list, size, last_modified, expiration}], "page", "has_additional"}`, newest
+//!   first, `limit` clamped to 1..=100 (default 50), an unknown repository → 404; without
+//!   `onlyActiveTags` deleted and expired tags are listed too; HIDDEN tags (the temporary tags
+//!   a digest pull through a cache org creates, QUAY.md) are never listed;
+//!   `DELETE /api/v1/repository/{repo}/tag/{tag}` → 204 with an empty body, the tag's life
+//!   ended (listed again only without `onlyActiveTags`); no such repository or live visible
+//!   tag → 404 "Not Found"; an immutable tag (FEATURE_IMMUTABLE_TAGS) → 409 "Cannot delete
+//!   immutable tag '<tag>'". Quay's tag API has no proxy-cache check: a cache org's tags delete
+//!   like any others (only a repository in read-only or mirror state answers 503);
 //! - with [`QuayDouble::serve_registry`], the registry side of a cache org at `/v2/`: Quay's
 //!   bearer-token flow (`/v2/auth` takes `robot:token` or `$oauthtoken:<token>` and grants pull
 //!   on the repositories of orgs whose teams hold the robot; anonymous pulls through a cache org
@@ -78,6 +98,28 @@ pub struct Org {
     pub robots: BTreeMap<String, String>,
     /// team → (role, members)
     pub teams: BTreeMap<String, (String, BTreeSet<String>)>,
+}
+
+/// A tag of a repository, as Quay's `Tag` table holds it.
+#[derive(Debug, Clone)]
+pub struct Tag {
+    pub name: String,
+    pub manifest_digest: String,
+    pub is_manifest_list: bool,
+    pub size: u64,
+    /// Seconds since the epoch the tag started / ends (a cache org's tags end when their
+    /// `expiration_s` runs out; a deleted tag ended when it was deleted).
+    pub start_ts: i64,
+    pub end_ts: Option<i64>,
+    /// A digest pull's temporary tag: never listed, never deletable through the API.
+    pub hidden: bool,
+    pub immutable: bool,
+}
+
+impl Tag {
+    fn alive(&self, now: i64) -> bool {
+        self.end_ts.is_none_or(|e| e > now)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +172,10 @@ pub struct State {
     pub token_requests_left: Option<usize>,
     /// Registry bearer tokens handed out by `/v2/auth` → the repositories they may pull.
     pub registry_tokens: BTreeMap<String, BTreeSet<String>>,
+    /// Repositories (`org/name`) and their tags, newest last.
+    pub repos: BTreeMap<String, Vec<Tag>>,
+    /// Repositories a page of `GET /api/v1/repository` (Quay: 100).
+    pub repos_per_page: usize,
     pub log: Vec<Request>,
     next_id: u64,
 }
@@ -161,6 +207,8 @@ impl QuayDouble {
             token_expires: SystemTime::now() + TOKEN_LIFETIME,
             token_requests_left: None,
             registry_tokens: BTreeMap::new(),
+            repos: BTreeMap::new(),
+            repos_per_page: 100,
             log: Vec::new(),
             next_id: 0,
         }));
@@ -244,6 +292,56 @@ impl QuayDouble {
         self.state().reserved.clear();
     }
 
+    /// A pull through the cache org left `repository:tag` naming `digest`, expiring after the
+    /// org's `expiration_s` (a day); `hidden` for a digest pull's temporary tag.
+    pub fn add_tag(&self, repository: &str, tag: &str, digest: &str, is_list: bool, hidden: bool) {
+        let now = unix_now();
+        let mut s = self.state();
+        s.next_id += 1;
+        let start_ts = now - 3600 + s.next_id as i64;
+        let size = 1000 + s.next_id;
+        s.repos
+            .entry(repository.to_string())
+            .or_default()
+            .push(Tag {
+                name: tag.to_string(),
+                manifest_digest: digest.to_string(),
+                is_manifest_list: is_list,
+                size,
+                start_ts,
+                end_ts: Some(now + 86400),
+                hidden,
+                immutable: false,
+            });
+    }
+
+    /// `(repository, tag, digest)` of every live tag, hidden ones included, sorted.
+    pub fn live_tags(&self) -> Vec<(String, String, String)> {
+        let now = unix_now();
+        let mut out: Vec<_> = self
+            .state()
+            .repos
+            .iter()
+            .flat_map(|(r, tags)| {
+                tags.iter()
+                    .filter(|t| t.alive(now))
+                    .map(|t| (r.clone(), t.name.clone(), t.manifest_digest.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Make `repository:tag` immutable (Quay's FEATURE_IMMUTABLE_TAGS): deleting it is a 409.
+    pub fn set_immutable(&self, repository: &str, tag: &str) {
+        for t in self.state().repos.get_mut(repository).into_iter().flatten() {
+            if t.name == tag {
+                t.immutable = true;
+            }
+        }
+    }
+
     /// The OAuth token's 9000 s are over.
     pub fn expire_token(&self) {
         self.state().token_expires = SystemTime::now() - Duration::from_secs(1);
@@ -298,6 +396,7 @@ fn reason(status: u16) -> &'static str {
         403 => "FORBIDDEN",
         404 => "NOT FOUND",
         405 => "METHOD NOT ALLOWED",
+        409 => "CONFLICT",
         _ => "INTERNAL SERVER ERROR",
     }
 }
@@ -596,6 +695,31 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return not_found();
     };
+    let query = target.split_once('?').map(|q| q.1).unwrap_or("");
+    if rest == "repository" || rest == "repository/" {
+        if method != "GET" {
+            return error(
+                405,
+                "method_not_allowed",
+                "The method is not allowed for the requested URL.",
+            );
+        }
+        return list_repositories(s, query);
+    }
+    if let Some((repo, tag)) = rest
+        .strip_prefix("repository/")
+        .and_then(|r| r.rsplit_once("/tag/"))
+    {
+        return match (method, tag) {
+            ("GET", "") => list_tags(s, repo, query),
+            ("DELETE", t) if !t.is_empty() => delete_tag(s, repo, t),
+            _ => error(
+                405,
+                "method_not_allowed",
+                "The method is not allowed for the requested URL.",
+            ),
+        };
+    }
     let seg: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     match (method, seg.as_slice()) {
         ("GET", ["user"]) => reply(200, json!({"username": "quayadmin", "anonymous": false, "super_user": true})),
@@ -841,5 +965,212 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body
             }
         }
         _ => error(405, "method_not_allowed", "The method is not allowed for the requested URL."),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A query string's parameters, percent-decoded.
+fn params(query: &str) -> BTreeMap<String, String> {
+    let decode = |v: &str| {
+        let b = v.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'%' if i + 2 < b.len() => {
+                    let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                    match u8::from_str_radix(hex, 16) {
+                        Ok(x) => {
+                            out.push(x);
+                            i += 3;
+                            continue;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b'+' => out.push(b' '),
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).to_string()
+    };
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// util/parsing.py `truthy_bool`.
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|v| !["false", "False", "0", "FALSE", "", "null"].contains(&v.as_str()))
+}
+
+/// RFC 2822, as endpoints/api `format_date` (Python's `formatdate`) writes it.
+fn rfc2822(ts: i64) -> String {
+    let days = ts.div_euclid(86400);
+    let secs = ts.rem_euclid(86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} -0000",
+        months[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Quay's page token is a Fernet token (URL-safe base64 of an encrypted `{"start_index": N}`);
+/// the double's is as opaque to the client, and decodes to the index. A token it cannot read
+/// gives the first page, as Quay's `decrypt_page_token` returning None does.
+fn page_token(index: usize) -> String {
+    format!(
+        "gAAAAA{}",
+        base64::engine::general_purpose::URL_SAFE.encode(format!("{{\"start_index\": {index}}}"))
+    )
+}
+
+fn page_index(token: Option<&String>) -> usize {
+    token
+        .and_then(|t| t.strip_prefix("gAAAAA"))
+        .and_then(|b| base64::engine::general_purpose::URL_SAFE.decode(b).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["start_index"].as_u64())
+        .map(|i| i as usize)
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn list_repositories(s: &State, query: &str) -> Reply {
+    let p = params(query);
+    let Some(namespace) = p.get("namespace").filter(|n| !n.is_empty()) else {
+        if truthy(p.get("starred")) || truthy(p.get("public")) {
+            return reply(200, json!({"repositories": []}));
+        }
+        return bad_request("namespace, starred or public are required for this API call");
+    };
+    let names: Vec<&str> = s
+        .repos
+        .keys()
+        .filter_map(|r| r.strip_prefix(&format!("{namespace}/")))
+        .collect();
+    let index = page_index(p.get("next_page"));
+    let per = s.repos_per_page.max(1);
+    let page: Vec<Value> = names
+        .iter()
+        .skip((index - 1) * per)
+        .take(per)
+        .map(|n| {
+            json!({
+                "namespace": namespace,
+                "name": n,
+                "description": null,
+                "is_public": false,
+                "kind": "image",
+                "state": "NORMAL",
+            })
+        })
+        .collect();
+    let mut body = json!({ "repositories": page });
+    if names.len() > index * per {
+        body["next_page"] = json!(page_token(index + 1));
+    }
+    reply(200, body)
+}
+
+fn tag_dict(t: &Tag) -> Value {
+    let mut v = json!({
+        "name": t.name,
+        "reversion": false,
+        "immutable": t.immutable,
+        "start_ts": t.start_ts,
+        "manifest_digest": t.manifest_digest,
+        "is_manifest_list": t.is_manifest_list,
+        "size": t.size,
+        "last_modified": rfc2822(t.start_ts),
+    });
+    if let Some(e) = t.end_ts {
+        v["end_ts"] = json!(e);
+        v["expiration"] = json!(rfc2822(e));
+    }
+    v
+}
+
+fn list_tags(s: &State, repo: &str, query: &str) -> Reply {
+    let Some(tags) = s.repos.get(repo) else {
+        return not_found();
+    };
+    let p = params(query);
+    let page = p
+        .get("page")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(1)
+        .max(1) as usize;
+    let limit = p
+        .get("limit")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(50)
+        .clamp(1, 100) as usize;
+    let now = unix_now();
+    let only_active = truthy(p.get("onlyActiveTags"));
+    let mut listed: Vec<&Tag> = tags
+        .iter()
+        .filter(|t| !t.hidden && (!only_active || t.alive(now)))
+        .collect();
+    listed.sort_by(|a, b| b.start_ts.cmp(&a.start_ts).then(a.name.cmp(&b.name)));
+    let rest: Vec<&Tag> = listed.into_iter().skip((page - 1) * limit).collect();
+    reply(
+        200,
+        json!({
+            "tags": rest.iter().take(limit).map(|t| tag_dict(t)).collect::<Vec<_>>(),
+            "page": page,
+            "has_additional": rest.len() > limit,
+        }),
+    )
+}
+
+fn delete_tag(s: &mut State, repo: &str, tag: &str) -> Reply {
+    let now = unix_now();
+    let Some(t) = s.repos.get_mut(repo).and_then(|tags| {
+        tags.iter_mut()
+            .find(|t| t.name == tag && !t.hidden && t.alive(now))
+    }) else {
+        return not_found();
+    };
+    if t.immutable {
+        return error(
+            409,
+            "tag_immutable",
+            &format!("Cannot delete immutable tag '{tag}'"),
+        );
+    }
+    t.end_ts = Some(now);
+    Reply {
+        status: 204,
+        body: None,
+        headers: Vec::new(),
     }
 }
