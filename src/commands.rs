@@ -153,6 +153,7 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
             mirror_of: &mirror_of,
             dir: &dir,
             rebuild: None,
+            bundle: None,
         })
         .await
         .context("--cluster-resources")?;

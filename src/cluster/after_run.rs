@@ -1,13 +1,15 @@
 //! The one call `copy`, `import`, `warm` and `verify` make after their executor returns: from
 //! the plan, the executor's image reports and the destination mapping, rebuild the filtered
-//! catalogs (`copy`) and write the cluster-resources directory.
+//! catalogs and the graph image (`copy`), or take them from the bundle (`import`), and write
+//! the cluster-resources directory.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use super::resources::{self, PlacedCatalog, Resources};
-use super::{catalog_image, graph_image};
+use super::{carry, catalog_image, graph_image};
+use crate::bundle::BundleManifest;
 use crate::job::Job;
 use crate::plan::Plan;
 use crate::reference::Reference;
@@ -43,6 +45,8 @@ pub struct AfterRun<'a> {
     /// Where to push filtered catalogs, and the registries to read the originals from; none
     /// where the run has no writable destination (a cache org is a read-only proxy).
     pub rebuild: Option<(&'a Registries, catalog_image::Target<'a>)>,
+    /// The bundle an `import` pushed: the roles of its images and its release signatures.
+    pub bundle: Option<&'a BundleManifest>,
 }
 
 /// Collect what was placed, write the directory and say so; returns the files written.
@@ -59,11 +63,17 @@ pub async fn write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
 }
 
 async fn collect_and_write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
-    let images = resources::placed(a.plan, a.reports, a.mirror_of);
+    let mut images = resources::placed(a.plan, a.reports, a.mirror_of);
     let mut out = Resources {
         destination: a.destination.to_string(),
         ..Resources::default()
     };
+    if let Some(bundle) = a.bundle {
+        let carried = carry::from_bundle(bundle, &mut images, a.mirror_of)?;
+        out.catalogs = carried.catalogs;
+        out.graph = carried.graph;
+        out.signatures = carried.signatures;
+    }
     if let Some(job) = a.job {
         out.catalogs = catalogs(job, &images, a.rebuild.as_ref()).await?;
         if let Some(g) = job.graph.as_ref().and_then(|g| g.image.as_ref()) {
@@ -72,7 +82,7 @@ async fn collect_and_write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
                     out.graph = graph_image::build(job, g, &images, target).await?
                 }
                 None => eprintln!(
-                    "note: graph.image: the graph-data image is built and pushed by copy only"
+                    "note: graph.image: the graph-data image is built by copy and export only"
                 ),
             }
         }
@@ -98,14 +108,9 @@ async fn catalogs(
             .catalog
             .parse()
             .map_err(|e| anyhow::anyhow!("{what}.catalog: {e}"))?;
-        let found = images.iter().find(|p| {
-            p.source.repo_path() == source.repo_path()
-                && match (source.digest(), source.tag()) {
-                    (Some(d), _) => &p.digest == d,
-                    (None, t) => p.source.tag() == Some(t.unwrap_or("latest")),
-                }
-        });
-        let Some(p) = found else { continue };
+        let Some(p) = resources::find_catalog(images, &source) else {
+            continue;
+        };
         match (op.packages.is_empty(), rebuild) {
             (false, Some((registries, target))) => {
                 let (placed, notes) = catalog_image::rebuild(job, registries, op, &what, target)
@@ -119,7 +124,7 @@ async fn catalogs(
             }
             (filters, _) => {
                 if !filters {
-                    eprintln!("note: catalog {source}: the CatalogSource names the catalog as published (all its packages): filtered catalogs are pushed by copy only");
+                    eprintln!("note: catalog {source}: the CatalogSource names the catalog as published (all its packages): filtered catalogs are built by copy and export only");
                 }
                 out.push(PlacedCatalog {
                     source,

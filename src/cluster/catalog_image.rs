@@ -46,15 +46,22 @@ pub fn filtered_tag(op: &OperatorSpec, source: &Reference) -> String {
     }
 }
 
-/// Rebuild the catalog of `op` filtered to its selection and push it; returns where it is and
-/// the notes of the filter (a re-pointed defaultChannel).
-pub async fn rebuild(
+/// A filtered catalog built in memory: the catalog it filters, the tag it goes under, the
+/// image, and the notes of the filter (a re-pointed defaultChannel).
+pub struct Filtered {
+    pub source: Reference,
+    pub tag: String,
+    pub built: image::Built,
+    pub notes: Vec<String>,
+}
+
+/// Build the catalog of `op` filtered to its selection, reading the original at the source.
+pub async fn build(
     job: &Job,
     registries: &Registries,
     op: &OperatorSpec,
     what: &str,
-    target: &Target<'_>,
-) -> Result<(PlacedCatalog, Vec<String>)> {
+) -> Result<Filtered> {
     let source: Reference = op
         .catalog
         .parse()
@@ -78,30 +85,44 @@ pub async fn rebuild(
         image::whiteout(&configs)?,
         image::layer(&image::tree(&configs, &filtered.files))?,
     ];
-    let repository = (target.repository_of)(&source);
-    let tag = filtered_tag(op, &source);
-    let pushed = image::build_on_top(&image::OnTop {
+    let built = image::build_on_top(&image::OnTop {
         source: &resolved.client,
         from: &resolved.repository,
         top: &resolved.top,
         added: &added,
         cmd: &COMMAND,
         created_by: "prewarm: filtered catalog configs",
-        target: &target.client,
-        repository: &repository,
-        tag: &tag,
-        mount_from: None,
     })
     .await?;
+    Ok(Filtered {
+        tag: filtered_tag(op, &source),
+        source,
+        built,
+        notes: filtered.notes,
+    })
+}
+
+/// Rebuild the catalog of `op` filtered to its selection and push it beside the original;
+/// returns where it is and the notes of the filter.
+pub async fn rebuild(
+    job: &Job,
+    registries: &Registries,
+    op: &OperatorSpec,
+    what: &str,
+    target: &Target<'_>,
+) -> Result<(PlacedCatalog, Vec<String>)> {
+    let f = build(job, registries, op, what).await?;
+    let repository = (target.repository_of)(&f.source);
+    let pushed = image::push(&f.built, &target.client, &repository, &f.tag, None).await?;
     let image = format!("{}/{repository}@{pushed}", target.host)
         .parse()
         .context("filtered catalog reference")?;
     Ok((
         PlacedCatalog {
-            source,
+            source: f.source,
             image,
             filtered: true,
         },
-        filtered.notes,
+        f.notes,
     ))
 }
