@@ -164,7 +164,7 @@ fn add(
         }
         extras.blobs.insert(digest.clone(), bytes.clone());
     }
-    plan.blobs.sort_by(|a, b| b.size.cmp(&a.size));
+    plan.blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
     for (digest, media_type, bytes) in &built.manifests {
         plan.manifests.push(PlannedManifest {
             repository: repo.clone(),
