@@ -179,7 +179,6 @@ fn check_dir(
         .collect();
     assert_eq!(got, tagged, "ITMS: the repositories of images named by tag");
 
-    let catalog_repo = format!("registry.redhat.io/{CATALOG_REPOSITORY}");
     let cs: Resource<CatalogSourceSpec> =
         serde_yaml_ng::from_str(&files["catalogsource-cs-redhat-operator-index-v4-20.yaml"])
             .unwrap();
@@ -194,10 +193,6 @@ fn check_dir(
     );
     assert_eq!(cs.spec.source_type, "grpc");
     assert_eq!(cs.spec.image, catalog_image);
-    assert!(cs
-        .spec
-        .image
-        .starts_with(&format!("{}@sha256:", mirror_of(&catalog_repo))));
     assert!(cs.spec.display_name.contains("redhat-operator-index v4.20"));
     assert_eq!(cs.spec.publisher, "prewarm");
     assert_eq!(cs.spec.update_strategy.registry_poll.interval, "24h");
@@ -382,13 +377,25 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
     assert!(out.status.success());
     let front = env.lab.front_addr();
     let mirror = |r: &str| format!("{front}/{}", org(r));
-    // A cache org is a read-only proxy: warm names the catalog as published.
-    let published = format!(
-        "{}@{}",
-        mirror(&format!("registry.redhat.io/{CATALOG_REPOSITORY}")),
-        c.catalog.digest
+    // A cache org is a read-only proxy: warm pushes what it builds into the regular org beside
+    // (the lab's front routes it to a writable registry), the same bytes copy pushed.
+    let built = format!("{front}/{}", prewarm_lab::BUILT_ORG);
+    let filtered_at = format!("{built}/{CATALOG_REPOSITORY}");
+    let digest = dest_digest(&env, &format!("{filtered_at}:v4.20-filtered"));
+    assert_eq!(
+        digest,
+        dest_digest(
+            &env,
+            &format!(
+                "{}/cache_registry_redhat_io/{CATALOG_REPOSITORY}:v4.20-filtered",
+                dest.address
+            )
+        )
     );
-    check_dir(&warmed, &plan, &mirror, &published, &release.digest, false);
+    let filtered = format!("{filtered_at}@{digest}");
+    let written = check_dir(&warmed, &plan, &mirror, &filtered, &release.digest, true);
+    check_graph(&env, &written, &mirror, &built);
+    check_filtered_catalog(&env, &c, &filtered, &job);
 
     // A rerun writes the same bytes.
     let out = copy(&job, &dest.address, &by_orgs);
@@ -582,19 +589,36 @@ fn check_graph(
     );
 }
 
+/// skopeo's flags (`--cert-dir`, `--authfile`, with `prefix`: `--src-…`) to read `image` from
+/// the lab: the TLS registries by the lab CA, the front (the cache host) over plain HTTP.
+fn access(env: &Env, image: &str, prefix: &str) -> Vec<String> {
+    let tls = if image.starts_with(&format!("{}/", env.lab.front_addr())) {
+        vec![format!("--{prefix}tls-verify=false")]
+    } else {
+        vec![format!("--{prefix}cert-dir"), env.path("certs")]
+    };
+    let auth = [
+        format!("--{prefix}authfile"),
+        env.auth.display().to_string(),
+    ];
+    tls.into_iter().chain(auth).collect()
+}
+
+/// `skopeo inspect ARGS docker://IMAGE` with the lab's access flags.
+fn inspect(env: &Env, args: &[&str], image: &str) -> std::process::Output {
+    let access = access(env, image, "");
+    let reference = format!("docker://{image}");
+    let all: Vec<&str> = std::iter::once("inspect")
+        .chain(args.iter().copied())
+        .chain(access.iter().map(String::as_str))
+        .chain([reference.as_str()])
+        .collect();
+    common::skopeo(&all)
+}
+
 /// `skopeo inspect --config` of the amd64 image at the destination.
 fn config_amd64(env: &Env, image: &str) -> serde_json::Value {
-    let out = common::skopeo(&[
-        "inspect",
-        "--config",
-        "--override-arch",
-        "amd64",
-        "--cert-dir",
-        &env.path("certs"),
-        "--authfile",
-        &env.auth.display().to_string(),
-        &format!("docker://{image}"),
-    ]);
+    let out = inspect(env, &["--config", "--override-arch", "amd64"], image);
     assert!(out.status.success(), "{image}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -603,18 +627,17 @@ fn config_amd64(env: &Env, image: &str) -> serde_json::Value {
 fn pull_amd64(env: &Env, image: &str, name: &str) -> Vec<Vec<u8>> {
     let layout = env.dir.join(name);
     let _ = std::fs::remove_dir_all(&layout);
-    let copy = common::skopeo(&[
-        "copy",
-        "--quiet",
-        "--override-arch",
-        "amd64",
-        "--src-cert-dir",
-        &env.path("certs"),
-        "--src-authfile",
-        &env.auth.display().to_string(),
-        &format!("docker://{image}"),
-        &format!("dir:{}", layout.display()),
-    ]);
+    let access = access(env, image, "src-");
+    let (from, to) = (
+        format!("docker://{image}"),
+        format!("dir:{}", layout.display()),
+    );
+    let args: Vec<&str> = ["copy", "--quiet", "--override-arch", "amd64"]
+        .into_iter()
+        .chain(access.iter().map(String::as_str))
+        .chain([from.as_str(), to.as_str()])
+        .collect();
+    let copy = common::skopeo(&args);
     assert!(copy.status.success(), "{image}");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("manifest.json")).unwrap()).unwrap();
@@ -645,17 +668,9 @@ fn tar_entries(layer: &[u8]) -> Vec<(String, bool, Vec<u8>)> {
         .collect()
 }
 
-/// `skopeo inspect --raw` of a reference at the lab's TLS destination: the digest of the bytes.
+/// `skopeo inspect --raw` of a reference in the lab: the digest of the bytes.
 fn dest_digest(env: &Env, reference: &str) -> String {
-    let out = common::skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        &env.path("certs"),
-        "--authfile",
-        &env.auth.display().to_string(),
-        &format!("docker://{reference}"),
-    ]);
+    let out = inspect(env, &["--raw"], reference);
     assert!(out.status.success(), "{reference}");
     format!("sha256:{}", common::sha256_hex(&out.stdout))
 }
@@ -664,8 +679,6 @@ fn dest_digest(env: &Env, reference: &str) -> String {
 /// exactly aws-load-balancer-operator's channel heads and jaeger-product from 1.47.1-5, one head
 /// per channel, no edge to a dropped bundle, the configs label kept, `serve /configs`.
 fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
-    let certs = env.path("certs");
-    let auth = env.auth.display().to_string();
     let config = config_amd64(env, image);
     assert_eq!(
         config["config"]["Labels"]["operators.operatorframework.io.index.configs.v1"],
@@ -675,15 +688,7 @@ fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
         config["config"]["Cmd"],
         serde_json::json!(["serve", "/configs"])
     );
-    let raw = common::skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        &certs,
-        "--authfile",
-        &auth,
-        &format!("docker://{image}"),
-    ]);
+    let raw = inspect(env, &["--raw"], image);
     let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(
         index["manifests"].as_array().unwrap().len(),
@@ -782,12 +787,14 @@ fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
         })
         .collect();
     let reread = env.dir.join("reread.yaml");
+    // The front is the job's cache host already (plain HTTP); a TLS registry needs the CA.
+    let trust = match host == env.lab.front_addr() {
+        true => "insecure: true".to_string(),
+        false => format!("ca: {}", env.lab.ca_cert.display()),
+    };
     let text = base.replacen(
         "registries:\n",
-        &format!(
-            "registries:\n  {host}:\n    ca: {}\n",
-            env.lab.ca_cert.display()
-        ),
+        &format!("registries:\n  {host}:\n    {trust}\n"),
         1,
     );
     std::fs::write(

@@ -62,6 +62,50 @@ pub async fn write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// `warm` and `verify`: what they placed in the cache orgs, on the cache host. With `build`
+/// (`warm`), the filtered catalogs and the graph image are built and pushed into the job's
+/// regular org there (`cache.built_org`, as `<org>/<source repository>`), their bases read from
+/// the cache orgs; `verify` names the catalogs as published.
+pub async fn write_for_cache(
+    job: &Job,
+    registries: &Registries,
+    plan: &Plan,
+    reports: &[ImageReport],
+    dir: &Path,
+    build: bool,
+) -> Result<Vec<PathBuf>> {
+    let cache = job.cache()?;
+    let mirror_of = |r: &Reference| {
+        let c = cache.cache_reference(r);
+        format!("{}/{}", c.registry(), c.repository())
+    };
+    let repository_of = |r: &Reference| format!("{}/{}", cache.built_org, r.repository());
+    let placed_at = |r: &Reference| cache.cache_reference(r).repository().to_string();
+    let rebuild = match build {
+        true => Some((
+            registries,
+            catalog_image::Target {
+                client: registries.client(&cache.host)?,
+                host: &cache.host,
+                repository_of: &repository_of,
+                placed_at: &placed_at,
+            },
+        )),
+        false => None,
+    };
+    write(&AfterRun {
+        job: Some(job),
+        plan,
+        reports,
+        destination: &cache.host,
+        mirror_of: &mirror_of,
+        dir,
+        rebuild,
+        bundle: None,
+    })
+    .await
+}
+
 async fn collect_and_write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
     let mut images = resources::placed(a.plan, a.reports, a.mirror_of);
     let mut out = Resources {
@@ -82,7 +126,7 @@ async fn collect_and_write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
                     out.graph = graph_image::build(job, g, &images, target).await?
                 }
                 None => eprintln!(
-                    "note: graph.image: the graph-data image is built by copy and export only"
+                    "note: graph.image: the graph-data image is built by copy, export and warm, not verify"
                 ),
             }
         }
@@ -124,7 +168,7 @@ async fn catalogs(
             }
             (filters, _) => {
                 if !filters {
-                    eprintln!("note: catalog {source}: the CatalogSource names the catalog as published (all its packages): filtered catalogs are built by copy and export only");
+                    eprintln!("note: catalog {source}: the CatalogSource names the catalog as published (all its packages): filtered catalogs are built by copy, export and warm, not verify");
                 }
                 out.push(PlacedCatalog {
                     source,

@@ -6,9 +6,10 @@
 //! filtered configs ([`catalog_filter`](super::catalog_filter)); labels stay (the
 //! `operators.operatorframework.io.index.configs.v1` label still names the directory), the
 //! command becomes `serve /configs` (no `--cache-dir`: the original's pre-built cache describes
-//! the unfiltered catalog). It is pushed into the original's destination repository under the
-//! ISC's `targetTag`, else `<tag>-filtered` — the same content gives the same digest, so a
-//! rerun pushes nothing new.
+//! the unfiltered catalog). `copy` pushes it into the original's destination repository under
+//! the ISC's `targetTag`, else `<tag>-filtered` — the same content gives the same digest, so a
+//! rerun pushes nothing new; `warm` into the cache host's regular org (`cache.built_org`), the
+//! original's layers mounted or copied from its cache org; export carries it in the bundle.
 
 use std::sync::Arc;
 
@@ -32,8 +33,11 @@ pub struct Target<'a> {
     pub client: Arc<RegistryClient>,
     /// `host[:port]` as clusters name it.
     pub host: &'a str,
-    /// Source reference → destination repository (no host).
+    /// Source reference → the repository (no host) a built image goes to.
     pub repository_of: &'a dyn Fn(&Reference) -> String,
+    /// Source reference → the repository (no host) where the run placed it: where a built
+    /// image's base is (the same as `repository_of` for `copy`; the cache org for `warm`).
+    pub placed_at: &'a dyn Fn(&Reference) -> String,
 }
 
 /// The tag a filtered catalog is pushed under.
@@ -113,7 +117,8 @@ pub async fn rebuild(
 ) -> Result<(PlacedCatalog, Vec<String>)> {
     let f = build(job, registries, op, what).await?;
     let repository = (target.repository_of)(&f.source);
-    let pushed = image::push(&f.built, &target.client, &repository, &f.tag, None).await?;
+    let base_at = (target.placed_at)(&f.source);
+    let pushed = image::push(&f.built, &target.client, &repository, &f.tag, &base_at).await?;
     let image = format!("{}/{repository}@{pushed}", target.host)
         .parse()
         .context("filtered catalog reference")?;

@@ -5,9 +5,11 @@
 //!
 //! The tarball comes from `graph.image.data` (a URL, default the public graph-data, or a file
 //! relative to the job). The layer is made deterministically, so the same tarball gives the same
-//! digest. The image is pushed beside the base at the destination, as
+//! digest. `copy` pushes the image beside the base at the destination, as
 //! `<the base's destination org or prefix>/openshift/graph-image:latest`, the base's layers
-//! mounted from where the run put them.
+//! mounted from where the run put them; `warm` pushes it into the cache host's regular org
+//! (`cache.built_org`), the base's layers mounted or copied from its cache org; export carries
+//! it in the bundle ([`carry`](super::carry)).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -205,7 +207,7 @@ pub async fn build(
         eprintln!("note: graph image: its base {base} was not placed; no graph image is built");
         return Ok(None);
     };
-    let base_repository = (target.repository_of)(&base);
+    let base_repository = (target.placed_at)(&base);
     let built = build_image(
         job,
         config,
@@ -214,15 +216,9 @@ pub async fn build(
     )
     .await?;
     let repository = (target.repository_of)(&reference_for(&base));
-    let digest = image::push(
-        &built,
-        &target.client,
-        &repository,
-        TAG,
-        Some(&base_repository),
-    )
-    .await
-    .context("graph image")?;
+    let digest = image::push(&built, &target.client, &repository, TAG, &base_repository)
+        .await
+        .context("graph image")?;
     let host_of = |r: &Reference| format!("{}/{}", target.host, (target.repository_of)(r));
     let image = format!("{}/{repository}@{digest}", target.host).parse()?;
     eprintln!("graph image: {image}");

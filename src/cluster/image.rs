@@ -6,6 +6,7 @@
 //! from where they are); export carries it in a bundle beside the planned images.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -318,29 +319,34 @@ async fn child(o: &OnTop<'_>, manifest: &[u8], built: &mut Built) -> Result<(Byt
     Ok((bytes, media_type))
 }
 
-/// Push a built image into `repository` of `target`: the base's layers mounted from
-/// `mount_from` when given (none: `repository` holds them already), its new blobs, its
-/// manifests by digest, the top under `tag`. Returns the top's digest.
+/// Push a built image into `repository` of `target`: the base's layers (proven there by a
+/// HEAD, else mounted from `base_at`, the repository of `target` holding the base, else read
+/// from there and uploaded — a mount is refused between a proxy org and a regular one), its new
+/// blobs, its manifests by digest, the top under `tag`. Returns the top's digest.
 pub async fn push(
     built: &Built,
-    target: &RegistryClient,
+    target: &Arc<RegistryClient>,
     repository: &str,
     tag: &str,
-    mount_from: Option<&str>,
+    base_at: &str,
 ) -> Result<Digest> {
-    if let Some(from) = mount_from {
-        for (digest, size, _) in &built.base {
-            let what = format!("layer {digest} from `{from}`");
-            target
-                .push_blob(repository, digest, *size, Some(from), || async {
-                    Err(crate::registry::RegistryError::NotFound {
-                        host: target.host().to_string(),
-                        what: what.clone(),
-                    })
-                })
-                .await
-                .with_context(|| format!("base layer {digest} into `{repository}`"))?;
-        }
+    for (digest, size, _) in &built.base {
+        target
+            .push_blob(repository, digest, *size, Some(base_at), || async {
+                Ok(crate::transfer::remote::resumable_body(
+                    target.clone(),
+                    base_at.to_string(),
+                    digest.clone(),
+                    *size,
+                ))
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "base layer {digest} from `{base_at}` into `{}/{repository}`",
+                    target.host()
+                )
+            })?;
     }
     for (_, _, b) in &built.blobs {
         push_bytes(target, repository, b).await?;

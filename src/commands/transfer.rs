@@ -398,6 +398,7 @@ async fn write_cluster_resources(
                     client: placed.target.clone(),
                     host: &dest.host,
                     repository_of: &repository_of,
+                    placed_at: &repository_of,
                 },
             )
         }),
