@@ -8,6 +8,10 @@
 //! child manifests, then top manifests, then `index.json`: an importer streaming it meets
 //! every blob before the manifests that need it.
 //!
+//! `bundle.json` also says what an image is to a cluster ([`ImageRole`]: a catalog, filtered or
+//! not, the graph-data image) and carries the release signatures, so that `import` writes the
+//! cluster resources `copy` writes.
+//!
 //! [`segments`] writes and reads the segment files (temp name, checksummed, renamed when
 //! complete) and verifies them; [`layout`] makes the OCI layout's small files; [`inventory`]
 //! is what a far site says it already holds, so that an export carries only the rest.

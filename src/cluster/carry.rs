@@ -268,3 +268,109 @@ pub fn from_bundle(
     images.retain(|p| !built.contains(&p.source.to_string()));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::BundleImage;
+
+    fn d(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
+    fn image(reference: &str, digest: Digest, role: Option<ImageRole>) -> BundleImage {
+        BundleImage {
+            reference: reference.into(),
+            digest,
+            media_type: String::new(),
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+            role,
+        }
+    }
+
+    #[test]
+    fn roles_become_catalogs_and_the_graph_and_built_images_leave_the_mirror_sets() {
+        let mirror_of = |r: &Reference| format!("site:5000/{}", r.repository());
+        let images = [
+            ("q.io/ocp/release:4.20.2", d('a'), None),
+            ("r.io/redhat/index:v4.20", d('b'), None),
+            (
+                "r.io/redhat/index:v4.20-filtered",
+                d('c'),
+                Some(ImageRole::Catalog {
+                    catalog: "r.io/redhat/index:v4.20".into(),
+                    filtered: true,
+                }),
+            ),
+            (
+                "r.io/certified/index:v4.20",
+                d('e'),
+                Some(ImageRole::Catalog {
+                    catalog: "r.io/certified/index:v4.20".into(),
+                    filtered: false,
+                }),
+            ),
+            (
+                "r.io/openshift/graph-image:latest",
+                d('f'),
+                Some(ImageRole::GraphImage {
+                    releases: Some("q.io/ocp/release:4.20.2".into()),
+                }),
+            ),
+        ];
+        let mut bundle = BundleManifest::default();
+        bundle.signatures =
+            crate::bundle::encode_signatures(&[(d('a'), vec![b"sig".to_vec()])].into());
+        let mut placed = Vec::new();
+        for (reference, digest, role) in images {
+            bundle.images.push(image(reference, digest.clone(), role));
+            let source: Reference = reference.parse().unwrap();
+            placed.push(Placed {
+                mirror: mirror_of(&source),
+                source,
+                digest,
+                origin: String::new(),
+            });
+        }
+        let out = from_bundle(&bundle, &mut placed, &mirror_of).unwrap();
+        let kept: Vec<String> = placed.iter().map(|p| p.source.to_string()).collect();
+        assert_eq!(
+            kept,
+            [
+                "q.io/ocp/release:4.20.2",
+                "r.io/redhat/index:v4.20",
+                "r.io/certified/index:v4.20"
+            ]
+        );
+        let catalogs: Vec<(String, String, bool)> = out
+            .catalogs
+            .iter()
+            .map(|c| (c.source.to_string(), c.image.to_string(), c.filtered))
+            .collect();
+        assert_eq!(
+            catalogs,
+            [
+                (
+                    "r.io/redhat/index:v4.20".to_string(),
+                    format!("site:5000/redhat/index@{}", d('c')),
+                    true
+                ),
+                (
+                    "r.io/certified/index:v4.20".to_string(),
+                    format!("site:5000/certified/index@{}", d('e')),
+                    false
+                ),
+            ]
+        );
+        let graph = out.graph.unwrap();
+        assert_eq!(
+            graph.image.to_string(),
+            format!("site:5000/openshift/graph-image@{}", d('f'))
+        );
+        assert_eq!(graph.releases, "site:5000/ocp/release");
+        assert_eq!(out.signatures, [(d('a'), vec![b"sig".to_vec()])].into());
+    }
+}

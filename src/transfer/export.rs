@@ -7,6 +7,10 @@
 //! a complete bundle. A blob that cannot be fetched fails the images that need it and leaves
 //! nothing of itself behind; a writer that fails (a full disk) aborts the export and removes
 //! what it wrote.
+//!
+//! Images prewarm built (filtered catalogs, the graph image; see `cluster::carry`) are plan
+//! images like the others, except that their new blobs and manifests come from memory
+//! ([`Extras`]); `bundle.json` also takes the images' roles and the release signatures.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
