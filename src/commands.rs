@@ -132,22 +132,10 @@ pub async fn run(executor: Executor, args: &RunArgs, global: &Global) -> Result<
     if let Some(dir) =
         crate::cluster::after_run::dir(args.cluster_resources.as_deref(), run.report_path())
     {
-        let cache = job.cache()?.clone();
-        let mirror_of = |r: &crate::reference::Reference| {
-            let c = cache.cache_reference(r);
-            format!("{}/{}", c.registry(), c.repository())
-        };
-        crate::cluster::after_run::write(&crate::cluster::after_run::AfterRun {
-            job: Some(&job),
-            plan: &plan,
-            reports: &images,
-            destination: &cache_host,
-            mirror_of: &mirror_of,
-            dir: &dir,
-            rebuild: None,
-        })
-        .await
-        .context("--cluster-resources")?;
+        let build = matches!(executor, Executor::Warm);
+        crate::cluster::after_run::write_for_cache(&job, &registries, &plan, &images, &dir, build)
+            .await
+            .context("--cluster-resources")?;
     }
     let header = run.header(args.job.display().to_string(), Some(cache_host));
     let report =

@@ -98,10 +98,22 @@ pub struct CacheConfig {
     /// (`""` for none). The longest prefix wins, as in registries.conf.
     #[serde(default)]
     pub orgs: BTreeMap<String, String>,
+    /// A regular (writable) org on the cache host where `warm` pushes what it builds —
+    /// filtered catalogs, the graph-data image — as `<org>/<source repository>`: a cache org
+    /// is a read-only proxy.
+    #[serde(default = "built_org")]
+    pub built_org: String,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// The default of `cache.built_org`.
+pub const BUILT_ORG: &str = "prewarm";
+
+fn built_org() -> String {
+    BUILT_ORG.to_string()
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -290,6 +302,10 @@ impl Job {
                 if !org.is_empty() && !org.split('/').all(valid_org) {
                     bail!("{file}: cache.orgs.{prefix}: `{org}` is not a valid org name ([a-z0-9] with ._- separators)");
                 }
+            }
+            let built = &cache.built_org;
+            if built.is_empty() || !valid_org(built) {
+                bail!("{file}: cache.built_org: `{built}` is not a valid org name ([a-z0-9] with ._- separators)");
             }
         }
         for (host, limit) in &self.rate_limits {
@@ -539,6 +555,13 @@ mod tests {
         assert_eq!(
             map("registry.local:5000/x/y:1"),
             "mirror.example:8443/cache_registry_local_5000/x/y:1"
+        );
+        let j = job("cache:\n  host: proxy:5000\n").unwrap();
+        assert_eq!(j.cache().unwrap().built_org, "prewarm", "the default");
+        let bad = job("cache:\n  host: proxy:5000\n  built_org: Mirror/x\n").unwrap_err();
+        assert!(
+            format!("{bad:#}").contains("cache.built_org: `Mirror/x` is not a valid org name"),
+            "{bad:#}"
         );
         let j = job("cache:\n  host: proxy:5000\n  default_orgs: false\n").unwrap();
         assert_eq!(

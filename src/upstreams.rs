@@ -369,6 +369,7 @@ impl SiteArgs {
                 ca: None,
                 default_orgs: true,
                 orgs: BTreeMap::new(),
+                built_org: crate::job::BUILT_ORG.into(),
             },
         };
         if let Some(q) = &self.quay {
@@ -398,6 +399,7 @@ mod tests {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
+            built_org: crate::job::BUILT_ORG.into(),
         }
     }
 

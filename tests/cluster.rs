@@ -179,7 +179,6 @@ fn check_dir(
         .collect();
     assert_eq!(got, tagged, "ITMS: the repositories of images named by tag");
 
-    let catalog_repo = format!("registry.redhat.io/{CATALOG_REPOSITORY}");
     let cs: Resource<CatalogSourceSpec> =
         serde_yaml_ng::from_str(&files["catalogsource-cs-redhat-operator-index-v4-20.yaml"])
             .unwrap();
@@ -194,10 +193,6 @@ fn check_dir(
     );
     assert_eq!(cs.spec.source_type, "grpc");
     assert_eq!(cs.spec.image, catalog_image);
-    assert!(cs
-        .spec
-        .image
-        .starts_with(&format!("{}@sha256:", mirror_of(&catalog_repo))));
     assert!(cs.spec.display_name.contains("redhat-operator-index v4.20"));
     assert_eq!(cs.spec.publisher, "prewarm");
     assert_eq!(cs.spec.update_strategy.registry_poll.interval, "24h");
@@ -232,31 +227,20 @@ fn check_dir(
     files
 }
 
-#[test]
-fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
-    let mut env = lab("cluster-resources");
-    let c = seed_ocp(&env);
-    let dest = env.lab.start_registry("clusterdest").unwrap();
-    // The lab user for the destination too.
+/// A plain registry of the lab, the lab user allowed on it.
+fn registry(env: &mut Env, name: &str) -> prewarm_lab::ExtraRegistry {
+    let dest = env.lab.start_registry(name).unwrap();
     let mut auth: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&env.auth).unwrap()).unwrap();
     auth["auths"][&dest.address] = auth["auths"]["registry.redhat.io"].clone();
     std::fs::write(&env.auth, serde_json::to_vec(&auth).unwrap()).unwrap();
-    let ca = env.lab.ca_cert.display().to_string();
-    let copy = |job: &str, to: &str, dir: &Path| {
-        env.prewarm(&[
-            "copy",
-            job,
-            "--to",
-            to,
-            "--to-ca",
-            &ca,
-            "--cluster-resources",
-            dir.to_str().unwrap(),
-        ])
-    };
+    dest
+}
 
-    // Two signatures of the release, kept locally as the mirror lays them out.
+/// The job of these tests: release 4.20.2 with two signatures kept locally as the mirror lays
+/// them out, the graph image on UBI from the lab's graph-data tarball, two packages of the lab
+/// catalog (aws-load-balancer-operator: two channels; jaeger-product from 1.47.1-5).
+fn cluster_job(env: &Env, c: &OcpContent) -> String {
     let release = &c.releases["4.20.2"];
     let hex = release.digest.trim_start_matches("sha256:");
     std::fs::write(
@@ -268,8 +252,8 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
     std::fs::create_dir_all(&sigs).unwrap();
     std::fs::write(sigs.join("signature-1"), b"first").unwrap();
     std::fs::write(sigs.join("signature-2"), b"second").unwrap();
-    let job = job(
-        &env,
+    job(
+        env,
         "cluster.yaml",
         &format!(
             "releases:\n- quay.io/{}:4.20.2-x86_64\n\
@@ -280,15 +264,48 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
             env.dir.join("sig-source").display(),
             env.dir.join("sig-out").display(),
         ),
-    );
-    let out = env.prewarm(&["plan", &job, "-o", "json"]);
-    assert!(out.status.success());
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    )
+}
 
-    let org = |repo_path: &str| {
-        let (host, rest) = repo_path.split_once('/').unwrap();
-        format!("{}/{rest}", prewarm::job::default_org(host))
-    };
+/// `prewarm copy JOB` or `prewarm import BUNDLE` into the lab registry `to`, the cluster
+/// resources into `dir`.
+fn to_registry(env: &Env, command: &str, what: &str, to: &str, dir: &Path) -> std::process::Output {
+    env.prewarm(&[
+        command,
+        what,
+        "--to",
+        to,
+        "--to-ca",
+        &env.lab.ca_cert.display().to_string(),
+        "--cluster-resources",
+        dir.to_str().unwrap(),
+    ])
+}
+
+/// `prewarm plan JOB -o json`.
+fn plan_json(env: &Env, job: &str) -> serde_json::Value {
+    let out = env.prewarm(&["plan", job, "-o", "json"]);
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The cache-org path of a source repository path.
+fn org(repo_path: &str) -> String {
+    let (host, rest) = repo_path.split_once('/').unwrap();
+    format!("{}/{rest}", prewarm::job::default_org(host))
+}
+
+#[test]
+fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
+    let mut env = lab("cluster-resources");
+    let c = seed_ocp(&env);
+    let dest = registry(&mut env, "clusterdest");
+    let ca = env.lab.ca_cert.display().to_string();
+    let copy = |job: &str, to: &str, dir: &Path| to_registry(&env, "copy", job, to, dir);
+    let release = &c.releases["4.20.2"];
+    let job = cluster_job(&env, &c);
+    let plan = plan_json(&env, &job);
+
     // --to REGISTRY: the cache-org mapping on the destination.
     let by_orgs = env.dir.join("orgs");
     let out = copy(&job, &dest.address, &by_orgs);
@@ -360,13 +377,25 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
     assert!(out.status.success());
     let front = env.lab.front_addr();
     let mirror = |r: &str| format!("{front}/{}", org(r));
-    // A cache org is a read-only proxy: warm names the catalog as published.
-    let published = format!(
-        "{}@{}",
-        mirror(&format!("registry.redhat.io/{CATALOG_REPOSITORY}")),
-        c.catalog.digest
+    // A cache org is a read-only proxy: warm pushes what it builds into the regular org beside
+    // (the lab's front routes it to a writable registry), the same bytes copy pushed.
+    let built = format!("{front}/{}", prewarm_lab::BUILT_ORG);
+    let filtered_at = format!("{built}/{CATALOG_REPOSITORY}");
+    let digest = dest_digest(&env, &format!("{filtered_at}:v4.20-filtered"));
+    assert_eq!(
+        digest,
+        dest_digest(
+            &env,
+            &format!(
+                "{}/cache_registry_redhat_io/{CATALOG_REPOSITORY}:v4.20-filtered",
+                dest.address
+            )
+        )
     );
-    check_dir(&warmed, &plan, &mirror, &published, &release.digest, false);
+    let filtered = format!("{filtered_at}@{digest}");
+    let written = check_dir(&warmed, &plan, &mirror, &filtered, &release.digest, true);
+    check_graph(&env, &written, &mirror, &built);
+    check_filtered_catalog(&env, &c, &filtered, &job);
 
     // A rerun writes the same bytes.
     let out = copy(&job, &dest.address, &by_orgs);
@@ -379,6 +408,122 @@ fn copy_and_warm_write_cluster_resources_for_every_mapping_mode() {
     let out = copy(&nothing, &dest.address, &empty);
     assert_eq!(out.status.code(), Some(1));
     assert!(!empty.exists());
+}
+
+/// Export → import carries what copy builds: the filtered catalog and the graph image land at
+/// the import's destination with the digests export recorded, which are the digests copy
+/// pushes; the import's cluster-resources are copy's, at the other registry — the CatalogSource
+/// names the filtered catalog by digest, the UpdateService the graph image, the signature
+/// ConfigMaps are byte for byte copy's.
+#[test]
+fn export_import_carries_filtered_catalogs_graph_image_and_signatures() {
+    let mut env = lab("cluster-airgap");
+    let c = seed_ocp(&env);
+    let dest = registry(&mut env, "copydest");
+    let site = registry(&mut env, "airgapsite");
+    let release = &c.releases["4.20.2"];
+    let job = cluster_job(&env, &c);
+    let plan = plan_json(&env, &job);
+
+    let copied = env.dir.join("copied");
+    let out = to_registry(&env, "copy", &job, &dest.address, &copied);
+    assert!(out.status.success());
+
+    let bundle = env.dir.join("bundle");
+    let out = env.prewarm(&["export", &job, "-o", bundle.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+    let with_role = |kind: &str| -> Vec<serde_json::Value> {
+        manifest["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["role"]["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let catalogs = with_role("catalog");
+    assert_eq!(catalogs.len(), 1, "{catalogs:?}");
+    let catalog_repo = format!("registry.redhat.io/{CATALOG_REPOSITORY}");
+    assert_eq!(
+        catalogs[0]["reference"],
+        format!("{catalog_repo}:v4.20-filtered")
+    );
+    assert_eq!(catalogs[0]["role"]["filtered"], true);
+    assert_eq!(
+        catalogs[0]["role"]["catalog"],
+        format!("{catalog_repo}:v4.20")
+    );
+    let exported_catalog = catalogs[0]["digest"].as_str().unwrap().to_string();
+    let graphs = with_role("graph-image");
+    assert_eq!(graphs.len(), 1, "{graphs:?}");
+    assert_eq!(
+        graphs[0]["reference"],
+        "registry.redhat.io/openshift/graph-image:latest"
+    );
+    let exported_graph = graphs[0]["digest"].as_str().unwrap().to_string();
+    let hex = release.digest.trim_start_matches("sha256:");
+    assert_eq!(
+        manifest["signatures"][&release.digest],
+        serde_json::json!(["Zmlyc3Q=", "c2Vjb25k"]),
+        "both signatures, base64"
+    );
+
+    let imported = env.dir.join("imported");
+    let out = to_registry(
+        &env,
+        "import",
+        bundle.to_str().unwrap(),
+        &site.address,
+        &imported,
+    );
+    assert!(out.status.success());
+
+    // The same digests: recorded at export, pushed by copy, placed by import.
+    let filtered_at = |host: &str| format!("{host}/{}", org(&catalog_repo));
+    let graph_at = |host: &str| format!("{host}/cache_registry_redhat_io/openshift/graph-image");
+    for host in [&dest.address, &site.address] {
+        assert_eq!(
+            dest_digest(&env, &format!("{}:v4.20-filtered", filtered_at(host))),
+            exported_catalog,
+            "{host}"
+        );
+        assert_eq!(
+            dest_digest(&env, &format!("{}:latest", graph_at(host))),
+            exported_graph,
+            "{host}"
+        );
+    }
+    let filtered = format!("{}@{exported_catalog}", filtered_at(&site.address));
+    check_filtered_catalog(&env, &c, &filtered, &job);
+    let mirror = |r: &str| format!("{}/{}", site.address, org(r));
+    let written = check_dir(&imported, &plan, &mirror, &filtered, &release.digest, true);
+    check_graph(
+        &env,
+        &written,
+        &mirror,
+        &format!("{}/cache_registry_redhat_io", site.address),
+    );
+    // Copy's files at the other registry (its address, and the mirror sets' names made of
+    // it), signature ConfigMaps byte for byte.
+    let named = |a: &str| a.replace(['.', ':'], "-");
+    let want: BTreeMap<String, String> = files(&copied)
+        .into_iter()
+        .map(|(name, text)| {
+            let text = text
+                .replace(&dest.address, &site.address)
+                .replace(&named(&dest.address), &named(&site.address));
+            (name, text)
+        })
+        .collect();
+    assert_eq!(written, want);
+    let signature = format!("signature-sha256-{hex}.yaml");
+    assert_eq!(written[&signature], files(&copied)[&signature]);
 }
 
 /// OSUS's UpdateServiceSpec.
@@ -444,19 +589,36 @@ fn check_graph(
     );
 }
 
+/// skopeo's flags (`--cert-dir`, `--authfile`, with `prefix`: `--src-…`) to read `image` from
+/// the lab: the TLS registries by the lab CA, the front (the cache host) over plain HTTP.
+fn access(env: &Env, image: &str, prefix: &str) -> Vec<String> {
+    let tls = if image.starts_with(&format!("{}/", env.lab.front_addr())) {
+        vec![format!("--{prefix}tls-verify=false")]
+    } else {
+        vec![format!("--{prefix}cert-dir"), env.path("certs")]
+    };
+    let auth = [
+        format!("--{prefix}authfile"),
+        env.auth.display().to_string(),
+    ];
+    tls.into_iter().chain(auth).collect()
+}
+
+/// `skopeo inspect ARGS docker://IMAGE` with the lab's access flags.
+fn inspect(env: &Env, args: &[&str], image: &str) -> std::process::Output {
+    let access = access(env, image, "");
+    let reference = format!("docker://{image}");
+    let all: Vec<&str> = std::iter::once("inspect")
+        .chain(args.iter().copied())
+        .chain(access.iter().map(String::as_str))
+        .chain([reference.as_str()])
+        .collect();
+    common::skopeo(&all)
+}
+
 /// `skopeo inspect --config` of the amd64 image at the destination.
 fn config_amd64(env: &Env, image: &str) -> serde_json::Value {
-    let out = common::skopeo(&[
-        "inspect",
-        "--config",
-        "--override-arch",
-        "amd64",
-        "--cert-dir",
-        &env.path("certs"),
-        "--authfile",
-        &env.auth.display().to_string(),
-        &format!("docker://{image}"),
-    ]);
+    let out = inspect(env, &["--config", "--override-arch", "amd64"], image);
     assert!(out.status.success(), "{image}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -465,18 +627,17 @@ fn config_amd64(env: &Env, image: &str) -> serde_json::Value {
 fn pull_amd64(env: &Env, image: &str, name: &str) -> Vec<Vec<u8>> {
     let layout = env.dir.join(name);
     let _ = std::fs::remove_dir_all(&layout);
-    let copy = common::skopeo(&[
-        "copy",
-        "--quiet",
-        "--override-arch",
-        "amd64",
-        "--src-cert-dir",
-        &env.path("certs"),
-        "--src-authfile",
-        &env.auth.display().to_string(),
-        &format!("docker://{image}"),
-        &format!("dir:{}", layout.display()),
-    ]);
+    let access = access(env, image, "src-");
+    let (from, to) = (
+        format!("docker://{image}"),
+        format!("dir:{}", layout.display()),
+    );
+    let args: Vec<&str> = ["copy", "--quiet", "--override-arch", "amd64"]
+        .into_iter()
+        .chain(access.iter().map(String::as_str))
+        .chain([from.as_str(), to.as_str()])
+        .collect();
+    let copy = common::skopeo(&args);
     assert!(copy.status.success(), "{image}");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("manifest.json")).unwrap()).unwrap();
@@ -507,17 +668,9 @@ fn tar_entries(layer: &[u8]) -> Vec<(String, bool, Vec<u8>)> {
         .collect()
 }
 
-/// `skopeo inspect --raw` of a reference at the lab's TLS destination: the digest of the bytes.
+/// `skopeo inspect --raw` of a reference in the lab: the digest of the bytes.
 fn dest_digest(env: &Env, reference: &str) -> String {
-    let out = common::skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        &env.path("certs"),
-        "--authfile",
-        &env.auth.display().to_string(),
-        &format!("docker://{reference}"),
-    ]);
+    let out = inspect(env, &["--raw"], reference);
     assert!(out.status.success(), "{reference}");
     format!("sha256:{}", common::sha256_hex(&out.stdout))
 }
@@ -526,8 +679,6 @@ fn dest_digest(env: &Env, reference: &str) -> String {
 /// exactly aws-load-balancer-operator's channel heads and jaeger-product from 1.47.1-5, one head
 /// per channel, no edge to a dropped bundle, the configs label kept, `serve /configs`.
 fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
-    let certs = env.path("certs");
-    let auth = env.auth.display().to_string();
     let config = config_amd64(env, image);
     assert_eq!(
         config["config"]["Labels"]["operators.operatorframework.io.index.configs.v1"],
@@ -537,15 +688,7 @@ fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
         config["config"]["Cmd"],
         serde_json::json!(["serve", "/configs"])
     );
-    let raw = common::skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        &certs,
-        "--authfile",
-        &auth,
-        &format!("docker://{image}"),
-    ]);
+    let raw = inspect(env, &["--raw"], image);
     let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(
         index["manifests"].as_array().unwrap().len(),
@@ -644,12 +787,14 @@ fn check_filtered_catalog(env: &Env, c: &OcpContent, image: &str, job: &str) {
         })
         .collect();
     let reread = env.dir.join("reread.yaml");
+    // The front is the job's cache host already (plain HTTP); a TLS registry needs the CA.
+    let trust = match host == env.lab.front_addr() {
+        true => "insecure: true".to_string(),
+        false => format!("ca: {}", env.lab.ca_cert.display()),
+    };
     let text = base.replacen(
         "registries:\n",
-        &format!(
-            "registries:\n  {host}:\n    ca: {}\n",
-            env.lab.ca_cert.display()
-        ),
+        &format!("registries:\n  {host}:\n    {trust}\n"),
         1,
     );
     std::fs::write(

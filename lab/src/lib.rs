@@ -8,7 +8,7 @@
 
 pub mod servers;
 
-pub use servers::{ExtraRegistry, Lab, Server};
+pub use servers::{ExtraRegistry, Lab, Server, BUILT_ORG};
 pub mod ocp_content;
 pub mod release_scale;
 pub mod scale;

@@ -8,7 +8,12 @@
 //! quay   (distribution, http)           <- proxy_quay (distribution pull-through)   <-+
 //! redhat (distribution, https+htpasswd) <- bridge (nginx, adds Basic) <- proxy_redhat <-+
 //!                  front (nginx: /v2/cache_quay_io/…, /v2/cache_registry_redhat_io/…) --+
+//!                        (and /v2/prewarm/… -> local (distribution, http, writable))
 //! ```
+//!
+//! `local` stands for a regular Quay organisation beside the cache orgs on the cache host
+//! ([`BUILT_ORG`], the default of a job's `cache.built_org`): `warm` pushes the images it builds
+//! (filtered catalogs, the graph image) there.
 //!
 //! The bridge exists because distribution's proxy cannot send Basic auth upstream; it mimics
 //! Quay's per-organisation upstream credentials. Each server is a child process in its own
@@ -223,8 +228,13 @@ pub struct Lab {
     pub proxy_quay: Server,
     /// distribution pull-through proxy of `redhat` (through the bridge, which adds Basic auth).
     pub proxy_redhat: Server,
-    /// nginx, the cache host: http://127.0.0.1:port, orgs cache_quay_io, cache_registry_redhat_io.
+    /// nginx, the cache host: http://127.0.0.1:port, orgs cache_quay_io, cache_registry_redhat_io
+    /// (proxies) and [`BUILT_ORG`] (`local`).
     pub front: Server,
+    /// A writable distribution behind the front's regular org [`BUILT_ORG`], storing repositories
+    /// under their full path (`prewarm/…`).
+    #[serde(default)]
+    pub local: Server,
     /// PEM of the test CA; also copied to DIR/certs/ca.crt so `skopeo --cert-dir DIR/certs` works.
     pub ca_cert: PathBuf,
     /// Credentials of the redhat upstream.
@@ -296,6 +306,7 @@ impl Lab {
             proxy_quay: Server::default(),
             proxy_redhat: Server::default(),
             front: Server::default(),
+            local: Server::default(),
             extra: Vec::new(),
             detached: false,
         };
@@ -343,8 +354,11 @@ impl Lab {
         let (quay, bridge) = (proxy(lab.quay.port), proxy(lab.bridge.port));
         lab.proxy_quay = launch(|p| reg("proxy_quay", p, &data("proxy_quay"), &quay))?;
         lab.proxy_redhat = launch(|p| reg("proxy_redhat", p, &data("proxy_redhat"), &bridge))?;
+        lab.local = launch(|p| reg("local", p, &data("local"), &|_| {}))?;
         let front = FRONT.replace("@QUAY@", &lab.proxy_quay.port.to_string());
         let front = front.replace("@REDHAT@", &lab.proxy_redhat.port.to_string());
+        let front = front.replace("@LOCAL@", &lab.local.port.to_string());
+        let front = front.replace("@BUILT_ORG@", BUILT_ORG);
         lab.front = launch(|p| nginx(&dir, &nginx_bin, "front", p, &front))?;
         lab.save()?;
         lab.detached = detached;
@@ -504,17 +518,18 @@ impl Lab {
     }
 
     /// All servers in start order.
-    fn all_mut(&mut self) -> [&mut Server; 6] {
+    fn all_mut(&mut self) -> [&mut Server; 7] {
         let Lab {
             quay,
             redhat,
             bridge,
             proxy_quay,
             proxy_redhat,
+            local,
             front,
             ..
         } = self;
-        [quay, redhat, bridge, proxy_quay, proxy_redhat, front]
+        [quay, redhat, bridge, proxy_quay, proxy_redhat, local, front]
     }
 
     fn save(&self) -> Result<()> {
@@ -602,7 +617,14 @@ const FRONT: &str = r#"
     location ~ ^/v2/cache_registry_redhat_io/(.*)$ {
       proxy_pass http://127.0.0.1:@REDHAT@/v2/$1$is_args$args;
     }
+    location /v2/@BUILT_ORG@/ {
+      proxy_pass http://127.0.0.1:@LOCAL@;
+      proxy_set_header Host $http_host;
+    }
 "#;
+
+/// The regular (writable) org of the front, served by `local`.
+pub const BUILT_ORG: &str = "prewarm";
 
 const BRIDGE: &str = r#"
     location / {

@@ -8,6 +8,10 @@
 //! child manifests, then top manifests, then `index.json`: an importer streaming it meets
 //! every blob before the manifests that need it.
 //!
+//! `bundle.json` also says what an image is to a cluster ([`ImageRole`]: a catalog, filtered or
+//! not, the graph-data image) and carries the release signatures, so that `import` writes the
+//! cluster resources `copy` writes.
+//!
 //! [`segments`] writes and reads the segment files (temp name, checksummed, renamed when
 //! complete) and verifies them; [`layout`] makes the OCI layout's small files; [`inventory`]
 //! is what a far site says it already holds, so that an export carries only the rest.
@@ -19,6 +23,7 @@ pub mod layout;
 pub mod progress;
 pub mod segments;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -58,6 +63,60 @@ pub struct BundleManifest {
     pub present_manifests: Vec<Digest>,
     /// Uncompressed tar bytes.
     pub tar_bytes: u64,
+    /// Release digest → its signatures (base64), for the signature ConfigMaps `import` writes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signatures: BTreeMap<Digest, Vec<String>>,
+}
+
+/// What export adds to a bundle beside what it reads from the registries: images prewarm built
+/// (their new blobs and manifests in memory; the layers they reuse are planned blobs), each
+/// image's role, the release signatures.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub blobs: BTreeMap<Digest, bytes::Bytes>,
+    /// Digest → bytes and media type.
+    pub manifests: BTreeMap<Digest, (bytes::Bytes, String)>,
+    /// Source reference (as the bundle's images name it) → its role.
+    pub roles: BTreeMap<String, ImageRole>,
+    /// Release digest → its signatures.
+    pub signatures: BTreeMap<Digest, Vec<Vec<u8>>>,
+}
+
+/// Signatures as `bundle.json` holds them (base64) and back.
+pub fn encode_signatures(
+    signatures: &BTreeMap<Digest, Vec<Vec<u8>>>,
+) -> BTreeMap<Digest, Vec<String>> {
+    use base64::Engine;
+    signatures
+        .iter()
+        .map(|(d, sigs)| {
+            let sigs = sigs
+                .iter()
+                .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
+                .collect();
+            (d.clone(), sigs)
+        })
+        .collect()
+}
+
+impl BundleManifest {
+    /// The release signatures the bundle carries, decoded.
+    pub fn decoded_signatures(&self) -> Result<BTreeMap<Digest, Vec<Vec<u8>>>> {
+        use base64::Engine;
+        let mut out = BTreeMap::new();
+        for (d, sigs) in &self.signatures {
+            let mut decoded = Vec::new();
+            for (n, s) in sigs.iter().enumerate() {
+                decoded.push(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(s)
+                        .map_err(|e| anyhow::anyhow!("bundle.json: signatures.{d}[{n}]: {e}"))?,
+                );
+            }
+            out.insert(d.clone(), decoded);
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +138,28 @@ pub struct BundleImage {
     pub manifests: Vec<Digest>,
     /// Config and layer blobs of every child.
     pub blobs: Vec<Digest>,
+    /// What the image is to a cluster, for the cluster resources `import` writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<ImageRole>,
+}
+
+/// What a bundle's image is to a cluster: an operator catalog (as published, or the filtered
+/// rebuild export made of it) or the update service's graph-data image export built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ImageRole {
+    Catalog {
+        /// The catalog as the job names it.
+        catalog: String,
+        /// Rebuilt by prewarm to hold only the selected packages.
+        filtered: bool,
+    },
+    GraphImage {
+        /// A release image of the bundle (its source reference), whose repository at the
+        /// mirror the UpdateService names; none when the bundle holds no release.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        releases: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

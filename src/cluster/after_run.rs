@@ -1,13 +1,15 @@
 //! The one call `copy`, `import`, `warm` and `verify` make after their executor returns: from
 //! the plan, the executor's image reports and the destination mapping, rebuild the filtered
-//! catalogs (`copy`) and write the cluster-resources directory.
+//! catalogs and the graph image (`copy`), or take them from the bundle (`import`), and write
+//! the cluster-resources directory.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use super::resources::{self, PlacedCatalog, Resources};
-use super::{catalog_image, graph_image};
+use super::{carry, catalog_image, graph_image};
+use crate::bundle::BundleManifest;
 use crate::job::Job;
 use crate::plan::Plan;
 use crate::reference::Reference;
@@ -43,6 +45,8 @@ pub struct AfterRun<'a> {
     /// Where to push filtered catalogs, and the registries to read the originals from; none
     /// where the run has no writable destination (a cache org is a read-only proxy).
     pub rebuild: Option<(&'a Registries, catalog_image::Target<'a>)>,
+    /// The bundle an `import` pushed: the roles of its images and its release signatures.
+    pub bundle: Option<&'a BundleManifest>,
 }
 
 /// Collect what was placed, write the directory and say so; returns the files written.
@@ -58,12 +62,62 @@ pub async fn write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// `warm` and `verify`: what they placed in the cache orgs, on the cache host. With `build`
+/// (`warm`), the filtered catalogs and the graph image are built and pushed into the job's
+/// regular org there (`cache.built_org`, as `<org>/<source repository>`), their bases read from
+/// the cache orgs; `verify` names the catalogs as published.
+pub async fn write_for_cache(
+    job: &Job,
+    registries: &Registries,
+    plan: &Plan,
+    reports: &[ImageReport],
+    dir: &Path,
+    build: bool,
+) -> Result<Vec<PathBuf>> {
+    let cache = job.cache()?;
+    let mirror_of = |r: &Reference| {
+        let c = cache.cache_reference(r);
+        format!("{}/{}", c.registry(), c.repository())
+    };
+    let repository_of = |r: &Reference| format!("{}/{}", cache.built_org, r.repository());
+    let placed_at = |r: &Reference| cache.cache_reference(r).repository().to_string();
+    let rebuild = match build {
+        true => Some((
+            registries,
+            catalog_image::Target {
+                client: registries.client(&cache.host)?,
+                host: &cache.host,
+                repository_of: &repository_of,
+                placed_at: &placed_at,
+            },
+        )),
+        false => None,
+    };
+    write(&AfterRun {
+        job: Some(job),
+        plan,
+        reports,
+        destination: &cache.host,
+        mirror_of: &mirror_of,
+        dir,
+        rebuild,
+        bundle: None,
+    })
+    .await
+}
+
 async fn collect_and_write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
-    let images = resources::placed(a.plan, a.reports, a.mirror_of);
+    let mut images = resources::placed(a.plan, a.reports, a.mirror_of);
     let mut out = Resources {
         destination: a.destination.to_string(),
         ..Resources::default()
     };
+    if let Some(bundle) = a.bundle {
+        let carried = carry::from_bundle(bundle, &mut images, a.mirror_of)?;
+        out.catalogs = carried.catalogs;
+        out.graph = carried.graph;
+        out.signatures = carried.signatures;
+    }
     if let Some(job) = a.job {
         out.catalogs = catalogs(job, &images, a.rebuild.as_ref()).await?;
         if let Some(g) = job.graph.as_ref().and_then(|g| g.image.as_ref()) {
@@ -72,7 +126,7 @@ async fn collect_and_write(a: &AfterRun<'_>) -> Result<Vec<PathBuf>> {
                     out.graph = graph_image::build(job, g, &images, target).await?
                 }
                 None => eprintln!(
-                    "note: graph.image: the graph-data image is built and pushed by copy only"
+                    "note: graph.image: the graph-data image is built by copy, export and warm, not verify"
                 ),
             }
         }
@@ -98,14 +152,9 @@ async fn catalogs(
             .catalog
             .parse()
             .map_err(|e| anyhow::anyhow!("{what}.catalog: {e}"))?;
-        let found = images.iter().find(|p| {
-            p.source.repo_path() == source.repo_path()
-                && match (source.digest(), source.tag()) {
-                    (Some(d), _) => &p.digest == d,
-                    (None, t) => p.source.tag() == Some(t.unwrap_or("latest")),
-                }
-        });
-        let Some(p) = found else { continue };
+        let Some(p) = resources::find_catalog(images, &source) else {
+            continue;
+        };
         match (op.packages.is_empty(), rebuild) {
             (false, Some((registries, target))) => {
                 let (placed, notes) = catalog_image::rebuild(job, registries, op, &what, target)
@@ -119,7 +168,7 @@ async fn catalogs(
             }
             (filters, _) => {
                 if !filters {
-                    eprintln!("note: catalog {source}: the CatalogSource names the catalog as published (all its packages): filtered catalogs are pushed by copy only");
+                    eprintln!("note: catalog {source}: the CatalogSource names the catalog as published (all its packages): filtered catalogs are built by copy, export and warm, not verify");
                 }
                 out.push(PlacedCatalog {
                     source,

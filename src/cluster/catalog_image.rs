@@ -6,9 +6,10 @@
 //! filtered configs ([`catalog_filter`](super::catalog_filter)); labels stay (the
 //! `operators.operatorframework.io.index.configs.v1` label still names the directory), the
 //! command becomes `serve /configs` (no `--cache-dir`: the original's pre-built cache describes
-//! the unfiltered catalog). It is pushed into the original's destination repository under the
-//! ISC's `targetTag`, else `<tag>-filtered` — the same content gives the same digest, so a
-//! rerun pushes nothing new.
+//! the unfiltered catalog). `copy` pushes it into the original's destination repository under
+//! the ISC's `targetTag`, else `<tag>-filtered` — the same content gives the same digest, so a
+//! rerun pushes nothing new; `warm` into the cache host's regular org (`cache.built_org`), the
+//! original's layers mounted or copied from its cache org; export carries it in the bundle.
 
 use std::sync::Arc;
 
@@ -32,8 +33,11 @@ pub struct Target<'a> {
     pub client: Arc<RegistryClient>,
     /// `host[:port]` as clusters name it.
     pub host: &'a str,
-    /// Source reference → destination repository (no host).
+    /// Source reference → the repository (no host) a built image goes to.
     pub repository_of: &'a dyn Fn(&Reference) -> String,
+    /// Source reference → the repository (no host) where the run placed it: where a built
+    /// image's base is (the same as `repository_of` for `copy`; the cache org for `warm`).
+    pub placed_at: &'a dyn Fn(&Reference) -> String,
 }
 
 /// The tag a filtered catalog is pushed under.
@@ -46,15 +50,22 @@ pub fn filtered_tag(op: &OperatorSpec, source: &Reference) -> String {
     }
 }
 
-/// Rebuild the catalog of `op` filtered to its selection and push it; returns where it is and
-/// the notes of the filter (a re-pointed defaultChannel).
-pub async fn rebuild(
+/// A filtered catalog built in memory: the catalog it filters, the tag it goes under, the
+/// image, and the notes of the filter (a re-pointed defaultChannel).
+pub struct Filtered {
+    pub source: Reference,
+    pub tag: String,
+    pub built: image::Built,
+    pub notes: Vec<String>,
+}
+
+/// Build the catalog of `op` filtered to its selection, reading the original at the source.
+pub async fn build(
     job: &Job,
     registries: &Registries,
     op: &OperatorSpec,
     what: &str,
-    target: &Target<'_>,
-) -> Result<(PlacedCatalog, Vec<String>)> {
+) -> Result<Filtered> {
     let source: Reference = op
         .catalog
         .parse()
@@ -78,30 +89,45 @@ pub async fn rebuild(
         image::whiteout(&configs)?,
         image::layer(&image::tree(&configs, &filtered.files))?,
     ];
-    let repository = (target.repository_of)(&source);
-    let tag = filtered_tag(op, &source);
-    let pushed = image::build_on_top(&image::OnTop {
+    let built = image::build_on_top(&image::OnTop {
         source: &resolved.client,
         from: &resolved.repository,
         top: &resolved.top,
         added: &added,
         cmd: &COMMAND,
         created_by: "prewarm: filtered catalog configs",
-        target: &target.client,
-        repository: &repository,
-        tag: &tag,
-        mount_from: None,
     })
     .await?;
+    Ok(Filtered {
+        tag: filtered_tag(op, &source),
+        source,
+        built,
+        notes: filtered.notes,
+    })
+}
+
+/// Rebuild the catalog of `op` filtered to its selection and push it beside the original;
+/// returns where it is and the notes of the filter.
+pub async fn rebuild(
+    job: &Job,
+    registries: &Registries,
+    op: &OperatorSpec,
+    what: &str,
+    target: &Target<'_>,
+) -> Result<(PlacedCatalog, Vec<String>)> {
+    let f = build(job, registries, op, what).await?;
+    let repository = (target.repository_of)(&f.source);
+    let base_at = (target.placed_at)(&f.source);
+    let pushed = image::push(&f.built, &target.client, &repository, &f.tag, &base_at).await?;
     let image = format!("{}/{repository}@{pushed}", target.host)
         .parse()
         .context("filtered catalog reference")?;
     Ok((
         PlacedCatalog {
-            source,
+            source: f.source,
             image,
             filtered: true,
         },
-        filtered.notes,
+        f.notes,
     ))
 }

@@ -5,9 +5,11 @@
 //!
 //! The tarball comes from `graph.image.data` (a URL, default the public graph-data, or a file
 //! relative to the job). The layer is made deterministically, so the same tarball gives the same
-//! digest. The image is pushed beside the base at the destination, as
+//! digest. `copy` pushes the image beside the base at the destination, as
 //! `<the base's destination org or prefix>/openshift/graph-image:latest`, the base's layers
-//! mounted from where the run put them.
+//! mounted from where the run put them; `warm` pushes it into the cache host's regular org
+//! (`cache.built_org`), the base's layers mounted or copied from its cache org; export carries
+//! it in the bundle ([`carry`](super::carry)).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -19,7 +21,8 @@ use super::catalog_image::Target;
 use super::image::{self, Layer, TarEntry};
 use super::resources::{is_release_origin, Placed, PlacedGraph};
 use crate::job::Job;
-use crate::reference::Reference;
+use crate::reference::{Digest, Reference};
+use crate::registry::RegistryClient;
 use crate::sources::GraphImageConfig;
 
 /// Where the layer puts the graph data.
@@ -134,6 +137,60 @@ fn path_of(e: &TarEntry) -> &str {
     }
 }
 
+/// The base the job names for the graph image.
+pub fn base_of(job: &Job, config: &GraphImageConfig) -> Result<Reference> {
+    config
+        .base
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: graph.image.base: {e}", job.path.display()))
+}
+
+/// The image in memory: the graph-data layer on the base at `from` (a client and repository
+/// holding it) by `digest`.
+pub async fn build_image(
+    job: &Job,
+    config: &GraphImageConfig,
+    from: (&RegistryClient, &str),
+    digest: &Digest,
+) -> Result<image::Built> {
+    let data = read_data(job, &config.data).await?;
+    let layer = data_layer(&data, &format!("graph data {}", config.data))?;
+    image::build_on_top(&image::OnTop {
+        source: from.0,
+        from: from.1,
+        top: digest,
+        added: std::slice::from_ref(&layer),
+        cmd: &COMMAND,
+        created_by: "prewarm: graph data",
+    })
+    .await
+    .context("graph image")
+}
+
+/// Where the graph image goes for a base: `<the base's registry>/openshift/graph-image:latest`
+/// as a source reference, so that every mapping puts it beside the base's org or prefix.
+pub fn reference_for(base: &Reference) -> Reference {
+    format!("{}/{REPOSITORY}:{TAG}", base.registry())
+        .parse()
+        .expect("a valid reference")
+}
+
+/// The release repository at the mirror, for the UpdateService: where the first placed release
+/// went, else where the public release repository would.
+pub fn releases_at(images: &[Placed], mirror_of: &dyn Fn(&Reference) -> String) -> String {
+    images
+        .iter()
+        .find(|p| is_release_origin(&p.origin))
+        .map(|p| p.mirror.clone())
+        .unwrap_or_else(|| {
+            mirror_of(
+                &"quay.io/openshift-release-dev/ocp-release:x"
+                    .parse()
+                    .expect("a valid reference"),
+            )
+        })
+}
+
 /// Build the image on the placed base and push it; `None` (with the reason) when the base
 /// was not placed.
 pub async fn build(
@@ -142,11 +199,7 @@ pub async fn build(
     images: &[Placed],
     target: &Target<'_>,
 ) -> Result<Option<PlacedGraph>> {
-    let file = job.path.display();
-    let base: Reference = config
-        .base
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{file}: graph.image.base: {e}"))?;
+    let base = base_of(job, config)?;
     let Some(placed) = images
         .iter()
         .find(|p| p.source.repo_path() == base.repo_path() && p.source.tag() == base.tag())
@@ -154,42 +207,25 @@ pub async fn build(
         eprintln!("note: graph image: its base {base} was not placed; no graph image is built");
         return Ok(None);
     };
-    let data = read_data(job, &config.data).await?;
-    let layer = data_layer(&data, &format!("graph data {}", config.data))?;
-    let base_repository = (target.repository_of)(&base);
-    let root = base_repository
-        .strip_suffix(base.repository())
-        .unwrap_or("")
-        .to_string();
-    let repository = format!("{root}{REPOSITORY}");
-    let digest = image::build_on_top(&image::OnTop {
-        source: &target.client,
-        from: &base_repository,
-        top: &placed.digest,
-        added: std::slice::from_ref(&layer),
-        cmd: &COMMAND,
-        created_by: "prewarm: graph data",
-        target: &target.client,
-        repository: &repository,
-        tag: TAG,
-        mount_from: Some(&base_repository),
-    })
-    .await
-    .context("graph image")?;
-    let releases = images
-        .iter()
-        .find(|p| is_release_origin(&p.origin))
-        .map(|p| p.mirror.clone())
-        .unwrap_or_else(|| {
-            (target.repository_of)(
-                &"quay.io/openshift-release-dev/ocp-release:x"
-                    .parse()
-                    .expect("a valid reference"),
-            )
-        });
+    let base_repository = (target.placed_at)(&base);
+    let built = build_image(
+        job,
+        config,
+        (&target.client, &base_repository),
+        &placed.digest,
+    )
+    .await?;
+    let repository = (target.repository_of)(&reference_for(&base));
+    let digest = image::push(&built, &target.client, &repository, TAG, &base_repository)
+        .await
+        .context("graph image")?;
+    let host_of = |r: &Reference| format!("{}/{}", target.host, (target.repository_of)(r));
     let image = format!("{}/{repository}@{digest}", target.host).parse()?;
     eprintln!("graph image: {image}");
-    Ok(Some(PlacedGraph { image, releases }))
+    Ok(Some(PlacedGraph {
+        image,
+        releases: releases_at(images, &host_of),
+    }))
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! Building an image on top of another without pulling it: new gzip tar layers made
 //! deterministically (sorted entries, mtime 0, uid/gid 0, no gzip timestamp), so the same
 //! content gives the same digests on every run; the base's manifest and config extended with
-//! them; blobs and manifest pushed through the registry transport, the base's layers never
-//! moved (they are at the destination already, or mounted from where they are).
+//! them into a [`Built`] image in memory, which any sink takes: [`push`] puts it into a
+//! registry, the base's layers never moved (they are at the destination already, or mounted
+//! from where they are); export carries it in a bundle beside the planned images.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -200,7 +202,7 @@ pub async fn push_bytes(client: &RegistryClient, repository: &str, bytes: &Bytes
 }
 
 /// A base image (a manifest or an index, every platform) with `added` layers on top of each
-/// platform's image and `cmd` as its command, pushed into `repository`.
+/// platform's image and `cmd` as its command, built in memory.
 pub struct OnTop<'a> {
     /// Where the base is read from.
     pub source: &'a RegistryClient,
@@ -209,23 +211,47 @@ pub struct OnTop<'a> {
     pub added: &'a [Layer],
     pub cmd: &'a [&'a str],
     pub created_by: &'a str,
-    pub target: &'a RegistryClient,
-    pub repository: &'a str,
-    /// The tag of the result; the children are pushed by digest only.
-    pub tag: &'a str,
-    /// A destination repository holding the base's blobs, mounted from when `repository` is
-    /// another one (none: `repository` holds them already).
-    pub mount_from: Option<&'a str>,
 }
 
-/// Build and push; returns the digest of what `tag` names.
-pub async fn build_on_top(o: &OnTop<'_>) -> Result<Digest> {
+/// An image built on top of a base, not yet anywhere: its manifests and the blobs it adds; the
+/// base's layers it reuses stay where they are. Any sink takes it: a registry ([`push`]), a
+/// bundle (export carries it like a planned image).
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub top: Digest,
+    pub media_type: String,
+    /// Digest, media type and bytes of every manifest: each platform's, then the top (the
+    /// same as the last one for a single-platform image).
+    pub manifests: Vec<(Digest, String, Bytes)>,
+    /// The blobs it adds (new layers and configs) with their media types, once each.
+    pub blobs: Vec<(Digest, String, Bytes)>,
+    /// The base's layers it reuses (digest, size, media type), once each.
+    pub base: Vec<(Digest, u64, String)>,
+}
+
+impl Built {
+    /// Config and layer digests of every platform: the base's, then the added ones.
+    pub fn blob_digests(&self) -> Vec<Digest> {
+        self.base
+            .iter()
+            .map(|(d, _, _)| d.clone())
+            .chain(self.blobs.iter().map(|(d, _, _)| d.clone()))
+            .collect()
+    }
+}
+
+/// Build in memory; nothing is written anywhere.
+pub async fn build_on_top(o: &OnTop<'_>) -> Result<Built> {
     let top = o.source.get_manifest(o.from, o.top.as_str()).await?;
-    match Manifest::parse(&top.bytes, Some(&top.media_type))? {
-        Manifest::Image { .. } => {
-            let (bytes, media_type) = child(o, &top.bytes).await?;
-            put(o, o.tag, &media_type, bytes).await
-        }
+    let mut built = Built {
+        top: o.top.clone(),
+        media_type: String::new(),
+        manifests: Vec::new(),
+        blobs: Vec::new(),
+        base: Vec::new(),
+    };
+    let (bytes, media_type) = match Manifest::parse(&top.bytes, Some(&top.media_type))? {
+        Manifest::Image { .. } => child(o, &top.bytes, &mut built).await?,
         Manifest::Index { media_type, .. } => {
             let mut index: Value = serde_json::from_slice(&top.bytes)?;
             let mut kept = Vec::new();
@@ -236,23 +262,29 @@ pub async fn build_on_top(o: &OnTop<'_>) -> Result<Digest> {
                 }
                 let digest = d["digest"].as_str().unwrap_or("");
                 let fetched = o.source.get_manifest(o.from, digest).await?;
-                let (bytes, child_type) = child(o, &fetched.bytes).await?;
-                let new = put(o, "", &child_type, bytes.clone()).await?;
+                let (bytes, child_type) = child(o, &fetched.bytes, &mut built).await?;
+                let new = Digest::sha256_of(&bytes);
+                built
+                    .manifests
+                    .push((new.clone(), child_type, bytes.clone()));
                 let mut d = d.clone();
                 d["digest"] = Value::from(new.as_str());
                 d["size"] = Value::from(bytes.len());
                 kept.push(d);
             }
             index["manifests"] = Value::Array(kept);
-            let bytes = Bytes::from(serde_json::to_vec_pretty(&index)?);
-            put(o, o.tag, &media_type, bytes).await
+            (Bytes::from(serde_json::to_vec_pretty(&index)?), media_type)
         }
-    }
+    };
+    built.top = Digest::sha256_of(&bytes);
+    built.media_type = media_type.clone();
+    built.manifests.push((built.top.clone(), media_type, bytes));
+    Ok(built)
 }
 
-/// One platform's image with the added layers; its blobs pushed. Returns the new manifest's
-/// bytes and media type.
-async fn child(o: &OnTop<'_>, manifest: &[u8]) -> Result<(Bytes, String)> {
+/// One platform's image with the added layers; its new blobs and reused layers recorded in
+/// `built`. Returns the new manifest's bytes and media type.
+async fn child(o: &OnTop<'_>, manifest: &[u8], built: &mut Built) -> Result<(Bytes, String)> {
     let Manifest::Image { config, layers, .. } = Manifest::parse(manifest, None)? else {
         bail!("nested index in `{}`", o.from);
     };
@@ -263,39 +295,76 @@ async fn child(o: &OnTop<'_>, manifest: &[u8]) -> Result<(Bytes, String)> {
     let added: Vec<&Layer> = o.added.iter().collect();
     let (new_config, bytes, media_type) =
         extend(manifest, &sink.0, &added, Some(o.cmd), o.created_by)?;
-    if let Some(from) = o.mount_from {
-        for l in &layers {
-            let what = format!("layer {} from `{from}`", l.digest);
-            o.target
-                .push_blob(o.repository, &l.digest, l.size, Some(from), || async {
-                    Err(crate::registry::RegistryError::NotFound {
-                        host: o.target.host().to_string(),
-                        what: what.clone(),
-                    })
-                })
-                .await
-                .with_context(|| format!("base layer {} into `{}`", l.digest, o.repository))?;
+    for l in layers {
+        if !built.base.iter().any(|(d, _, _)| d == &l.digest) {
+            built.base.push((l.digest, l.size, l.media_type));
         }
     }
-    for l in o.added {
-        push_bytes(o.target, o.repository, &l.bytes).await?;
+    let layer_type = if media_type == DOCKER_MANIFEST {
+        DOCKER_LAYER
+    } else {
+        OCI_LAYER
+    };
+    let new = o
+        .added
+        .iter()
+        .map(|l| (layer_type, &l.bytes))
+        .chain([(config.media_type.as_str(), &new_config)]);
+    for (blob_type, b) in new {
+        let digest = Digest::sha256_of(b);
+        if !built.blobs.iter().any(|(d, _, _)| d == &digest) {
+            built.blobs.push((digest, blob_type.to_string(), b.clone()));
+        }
     }
-    push_bytes(o.target, o.repository, &new_config).await?;
     Ok((bytes, media_type))
 }
 
-/// PUT a manifest by digest, and under `tag` unless it is empty; returns its digest.
-async fn put(o: &OnTop<'_>, tag: &str, media_type: &str, bytes: Bytes) -> Result<Digest> {
-    let digest = Digest::sha256_of(&bytes);
-    o.target
-        .put_manifest(o.repository, digest.as_str(), media_type, bytes.clone())
-        .await?;
-    if !tag.is_empty() {
-        o.target
-            .put_manifest(o.repository, tag, media_type, bytes)
+/// Push a built image into `repository` of `target`: the base's layers (proven there by a
+/// HEAD, else mounted from `base_at`, the repository of `target` holding the base, else read
+/// from there and uploaded — a mount is refused between a proxy org and a regular one), its new
+/// blobs, its manifests by digest, the top under `tag`. Returns the top's digest.
+pub async fn push(
+    built: &Built,
+    target: &Arc<RegistryClient>,
+    repository: &str,
+    tag: &str,
+    base_at: &str,
+) -> Result<Digest> {
+    for (digest, size, _) in &built.base {
+        target
+            .push_blob(repository, digest, *size, Some(base_at), || async {
+                Ok(crate::transfer::remote::resumable_body(
+                    target.clone(),
+                    base_at.to_string(),
+                    digest.clone(),
+                    *size,
+                ))
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "base layer {digest} from `{base_at}` into `{}/{repository}`",
+                    target.host()
+                )
+            })?;
+    }
+    for (_, _, b) in &built.blobs {
+        push_bytes(target, repository, b).await?;
+    }
+    for (digest, media_type, bytes) in &built.manifests {
+        target
+            .put_manifest(repository, digest.as_str(), media_type, bytes.clone())
             .await?;
     }
-    Ok(digest)
+    target
+        .put_manifest(
+            repository,
+            tag,
+            &built.media_type,
+            built.manifests.last().expect("the top").2.clone(),
+        )
+        .await?;
+    Ok(built.top.clone())
 }
 
 #[cfg(test)]

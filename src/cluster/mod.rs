@@ -5,9 +5,12 @@
 //! * [`resources`]: the `cluster-resources/` directory `copy`, `import` and `warm` write after
 //!   a run — IDMS/ITMS for exactly the repositories placed, CatalogSource and ClusterCatalog per
 //!   catalog, release-signature ConfigMaps, the UpdateService.
+//! * [`catalog_image`], [`graph_image`] (on [`image`]): the filtered catalogs and the graph-data
+//!   image, built in memory, pushed by `copy`; [`carry`]: the same carried by export → import.
 //! * [`kube`]: the typed Kubernetes shapes both render; [`names`]: DNS-1123 names.
 
 pub mod after_run;
+pub mod carry;
 pub mod catalog_filter;
 pub mod catalog_image;
 pub mod graph_image;

@@ -106,6 +106,18 @@ pub fn placed(
         .collect()
 }
 
+/// The image of `images` that is the catalog `source` names: same repository, and the digest
+/// it names or the tag (`latest` when it names none).
+pub fn find_catalog<'p>(images: &'p [Placed], source: &Reference) -> Option<&'p Placed> {
+    images.iter().find(|p| {
+        p.source.repo_path() == source.repo_path()
+            && match (source.digest(), source.tag()) {
+                (Some(d), _) => &p.digest == d,
+                (None, t) => p.source.tag() == Some(t.unwrap_or("latest")),
+            }
+    })
+}
+
 /// Whether a plan origin names a release image (`release 4.20.1 (job.yaml: releases[0])`),
 /// not one of its components.
 pub fn is_release_origin(origin: &str) -> bool {

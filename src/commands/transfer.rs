@@ -155,6 +155,7 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
         dest: &dest,
         to: &args.destination.to,
         target: &target,
+        bundle: None,
     };
     let dir = args.cluster_resources.as_deref();
     after_push(
@@ -221,7 +222,12 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         (None, None) => (None, None),
     };
     let reporter = progress::for_run(global.quiet);
-    let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
+    let mut plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
+    // Filtered catalogs, the graph image, signatures: what import needs for the cluster.
+    let extras = match oci_dir {
+        true => Default::default(),
+        false => crate::cluster::carry::extras(&job, &registries, &mut plan).await?,
+    };
     let totals = transfer::Totals::default();
     let work = Work {
         job: &job,
@@ -241,6 +247,7 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
             segment_size: args.segment_size.unwrap_or(u64::MAX),
             have: have.as_ref(),
             base: base.clone(),
+            extras: &extras,
         };
         let (images, bundle) = transfer::export::export(&work, &plan, &options).await?;
         if let Some(site) = site {
@@ -301,6 +308,8 @@ struct Placed<'a> {
     dest: &'a Destination,
     to: &'a str,
     target: &'a Arc<crate::registry::RegistryClient>,
+    /// The bundle an import pushed.
+    bundle: Option<&'a BundleManifest>,
 }
 
 /// What copy and import do once their images are pushed: the cluster resources for what was
@@ -347,9 +356,11 @@ async fn write_cluster_resources(
                     client: placed.target.clone(),
                     host: &dest.host,
                     repository_of: &repository_of,
+                    placed_at: &repository_of,
                 },
             )
         }),
+        bundle: placed.bundle,
     })
     .await
     .context("--cluster-resources")?;
@@ -424,6 +435,7 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         dest: &dest,
         to: &args.destination.to,
         target: &target,
+        bundle: Some(&bundle),
     };
     let dir = args.cluster_resources.as_deref();
     after_push(&run, None, placed, dir, &args.shipped, Some(&bundle.id)).await?;

@@ -93,6 +93,15 @@ impl Staging {
         })
     }
 
+    /// Stage bytes already in memory (a built image's blob), naming the temp file on failure.
+    pub fn put(&mut self, bytes: &[u8]) -> Result<(), TransferError> {
+        use crate::registry::BlobSink;
+        self.write(bytes).map_err(|e| match &self.staged {
+            Staged::File(path, _) => TransferError::file("write", path.clone(), e),
+            Staged::Memory(_) => TransferError::file("write", PathBuf::from("(memory)"), e),
+        })
+    }
+
     /// Sync the temp file and rename it to `to`.
     pub fn persist(self, to: &Path) -> std::io::Result<()> {
         match &self.staged {

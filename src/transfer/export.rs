@@ -7,6 +7,10 @@
 //! a complete bundle. A blob that cannot be fetched fails the images that need it and leaves
 //! nothing of itself behind; a writer that fails (a full disk) aborts the export and removes
 //! what it wrote.
+//!
+//! Images prewarm built (filtered catalogs, the graph image; see `cluster::carry`) are plan
+//! images like the others, except that their new blobs and manifests come from memory
+//! ([`Extras`]); `bundle.json` also takes the images' roles and the release signatures.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -25,7 +29,8 @@ use crate::bundle::inventory::Inventory;
 use crate::bundle::layout::{self, IndexEntry};
 use crate::bundle::segments;
 use crate::bundle::{
-    BaseBundle, BundleBlob, BundleImage, BundleManifest, BundleManifestEntry, FORMAT, MANIFEST_FILE,
+    BaseBundle, BundleBlob, BundleImage, BundleManifest, BundleManifestEntry, Extras, FORMAT,
+    MANIFEST_FILE,
 };
 use crate::plan::Plan;
 use crate::reference::Digest;
@@ -37,6 +42,9 @@ pub struct ExportOptions<'a> {
     pub have: Option<&'a Inventory>,
     /// The bundle this one builds on (`--since-last`), named in `bundle.json`.
     pub base: Option<BaseBundle>,
+    /// What prewarm built for the bundle (images in the plan whose new blobs and manifests
+    /// are in memory), the images' roles and the release signatures.
+    pub extras: &'a Extras,
 }
 
 /// Where an export writes.
@@ -55,6 +63,8 @@ struct Export<'a> {
     sink: Sink,
     /// Manifests the far site holds (left out).
     have: Option<&'a Inventory>,
+    /// Blobs prewarm built: written from memory.
+    built: &'a BTreeMap<Digest, Bytes>,
     manifests: Mutex<BTreeMap<Digest, Fetched>>,
 }
 
@@ -76,10 +86,17 @@ impl Arrangement for Export<'_> {
                         return Err(e);
                     }
                 };
-                let read = self
-                    .source
-                    .read_blob(image, &task.digest, task.size, &mut staging, &progress)
-                    .await;
+                let read = match self.built.get(&task.digest) {
+                    Some(bytes) => staging.put(bytes).map(|()| {
+                        progress(bytes.len() as u64);
+                        bytes.len() as u64
+                    }),
+                    None => {
+                        self.source
+                            .read_blob(image, &task.digest, task.size, &mut staging, &progress)
+                            .await
+                    }
+                };
                 match read {
                     Ok(n) => {
                         sink.deliver(&task.digest, task.size, Some(staging))?;
@@ -166,6 +183,7 @@ async fn run<'a>(
     plan: &'a Plan,
     sink: Sink,
     have: Option<&'a Inventory>,
+    extras: &'a Extras,
     tasks: Vec<Task>,
     outcomes: &ImageOutcomes,
 ) -> Export<'a> {
@@ -179,7 +197,8 @@ async fn run<'a>(
         },
         sink,
         have,
-        manifests: Mutex::new(BTreeMap::new()),
+        built: &extras.blobs,
+        manifests: Mutex::new(extras.manifests.clone()),
     };
     work.schedule(
         "export",
@@ -270,7 +289,16 @@ pub async fn export(
     let order: Vec<Digest> = tasks.iter().map(|t| t.digest.clone()).collect();
     let (sink, writer) = BundleSink::start(dir, options.segment_size, &order, work.jobs)?;
     let body = async {
-        let export = run(work, plan, Sink::Bundle(sink), have, tasks, &outcomes).await;
+        let export = run(
+            work,
+            plan,
+            Sink::Bundle(sink),
+            have,
+            options.extras,
+            tasks,
+            &outcomes,
+        )
+        .await;
         let Sink::Bundle(sink) = export.sink else {
             unreachable!("a bundle export writes a bundle")
         };
@@ -334,6 +362,7 @@ pub async fn export(
                 media_type: im.media_type.clone(),
                 manifests: im.manifests.clone(),
                 blobs: im.blobs.clone(),
+                role: options.extras.roles.get(&im.source.to_string()).cloned(),
             })
             .collect(),
         blobs: plan
@@ -373,6 +402,7 @@ pub async fn export(
             .into_iter()
             .collect(),
         tar_bytes,
+        signatures: crate::bundle::encode_signatures(&options.extras.signatures),
     };
     // A bundle.json that cannot be written removes the segments (no bundle without it).
     manifest.write(dir)?;
@@ -385,7 +415,17 @@ pub async fn export_layout(work: &Work<'_>, plan: &Plan, dir: &Path) -> Result<V
     let sink = LayoutSink::open(dir)?;
     let outcomes = ImageOutcomes::new(plan);
     let tasks = export_tasks(plan, None);
-    let export = run(work, plan, Sink::Layout(sink), None, tasks, &outcomes).await;
+    let none = Extras::default();
+    let export = run(
+        work,
+        plan,
+        Sink::Layout(sink),
+        None,
+        &none,
+        tasks,
+        &outcomes,
+    )
+    .await;
     let Sink::Layout(sink) = export.sink else {
         unreachable!("a layout export writes a layout")
     };

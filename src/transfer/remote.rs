@@ -90,7 +90,7 @@ impl RegistrySource<'_> {
 
 /// The body of a blob read from `client`, reopened from its offset with a Range request when
 /// it breaks off, verified against `digest` and `size`.
-fn resumable_body(
+pub fn resumable_body(
     client: Arc<RegistryClient>,
     repository: String,
     digest: Digest,
