@@ -23,6 +23,7 @@ use crate::registry::{Registries, Stats, TransportConfig};
 use crate::report::{Header, ImageReport, RunReport};
 use crate::state::{self, ShippedBundle, ShippedItem, State};
 use crate::transfer::destination::{complete_indexes, source_reader, Destination};
+use crate::transfer::layout_import::ImportSource;
 use crate::transfer::{self, Work};
 
 /// The state database of `--state` (or the default one).
@@ -434,7 +435,7 @@ fn empty_job() -> Result<Job> {
 pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
     let (started, started_at) = (Instant::now(), state::now());
     let dest = Destination::parse(&args.destination.to)?;
-    let bundle = BundleManifest::load(&args.dir)?;
+    let source = transfer::layout_import::open(&args.dir, args.repository.as_deref())?;
     let auth = AuthStore::discover(global.authfile.as_deref())?;
     let endpoint = dest.endpoint(
         None,
@@ -457,10 +458,20 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         jobs: args.jobs.max(1),
         totals: &totals,
     };
-    let plan = transfer::import::plan_of(&bundle, &args.dir)?;
-    let ticker = crate::bundle::progress::start("import", global.quiet);
-    let images = transfer::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
-    drop(ticker);
+    let (plan, images) = match &source {
+        ImportSource::Layout(source, plan) => {
+            let images = transfer::layout_import::import(&work, source, plan, &dest, &target);
+            (plan.clone(), images.await)
+        }
+        ImportSource::Bundle(bundle) => {
+            let plan = transfer::import::plan_of(bundle, &args.dir)?;
+            let ticker = crate::bundle::progress::start("import", global.quiet);
+            let images = transfer::import::import(&work, bundle, &args.dir, &dest, &target);
+            let images = images.await?;
+            drop(ticker);
+            (plan, images)
+        }
+    };
     let placed = Placed {
         plan: &plan,
         images: &images,
@@ -469,7 +480,11 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         target: &target,
     };
     let outputs = (args.cluster_resources.as_deref(), args.report.as_deref());
-    after_push(None, placed, outputs, &args.shipped, Some(&bundle.id)).await?;
+    let id = match &source {
+        ImportSource::Bundle(bundle) => Some(bundle.id.as_str()),
+        ImportSource::Layout(..) => None,
+    };
+    after_push(None, placed, outputs, &args.shipped, id).await?;
     finish(Finish {
         command: "import",
         job: args.dir.display().to_string(),
