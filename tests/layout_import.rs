@@ -59,19 +59,6 @@ fn blob_writes(env: &Env, dest: &ExtraRegistry) -> BTreeMap<String, usize> {
     out
 }
 
-/// Digests of the blobs uploaded (PUT …?digest=…, 201), with how often.
-fn blob_puts(env: &Env, dest: &ExtraRegistry) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for (m, target, status) in env.lab.registry_requests(dest).unwrap() {
-        if m == "PUT" && target.contains("/blobs/uploads/") && status == 201 {
-            let digest = target.split("digest=").nth(1).unwrap();
-            let digest = digest.split('&').next().unwrap().replace("%3A", ":");
-            *out.entry(digest).or_default() += 1;
-        }
-    }
-    out
-}
-
 /// `mirror/<repository>` of a seeded image's reference.
 fn repo_under(prefix: &str, reference: &str) -> String {
     let r: prewarm::reference::Reference = reference.parse().unwrap();
@@ -119,7 +106,7 @@ fn an_exported_oci_layout_imports_whole_and_a_corrupt_blob_fails_only_its_images
     // Each unique blob was uploaded once (the other repositories got mounts), and the bytes
     // moved are exactly the unique blobs' bytes.
     let unique = env.seed.unique_blobs();
-    let puts = blob_puts(&env, &dest);
+    let puts = env.blob_puts(&dest);
     assert_eq!(
         puts.keys().cloned().collect::<BTreeSet<_>>(),
         unique.keys().cloned().collect::<BTreeSet<_>>()
@@ -356,7 +343,7 @@ fn a_layout_written_by_skopeo_imports_under_repository_nested_index_included() {
         "{err}"
     );
     assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1);
-    assert!(blob_puts(&env, &dest).is_empty());
+    assert!(env.blob_puts(&dest).is_empty());
 
     // One image at a time: distribution's filesystem storage rewrites a manifest's revision
     // link in place on every PUT of it (here: the `multi` tag), and an index PUT verifying
