@@ -86,34 +86,14 @@ impl LayoutSource {
     /// file and entry; a missing or corrupt manifest fails its image in the plan.
     /// `repository` names the images whose `ref.name` is a bare tag or absent.
     pub fn open(dir: &Path, repository: Option<&str>) -> Result<(LayoutSource, Plan)> {
-        let marker = dir.join(OCI_LAYOUT_FILE);
-        let text = std::fs::read(&marker)
-            .with_context(|| format!("{}: not an OCI image layout", marker.display()))?;
-        let version: LayoutFile = serde_json::from_slice(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", marker.display()))?;
-        if !version.image_layout_version.starts_with("1.") {
-            bail!(
-                "{}: imageLayoutVersion `{}` is not 1.x",
-                marker.display(),
-                version.image_layout_version
-            );
-        }
-        let index_path = dir.join("index.json");
-        let text = std::fs::read(&index_path)
-            .with_context(|| format!("cannot read {}", index_path.display()))?;
-        let de = &mut serde_json::Deserializer::from_slice(&text);
-        let index: IndexFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            anyhow::anyhow!("{}: {}: {}", index_path.display(), e.path(), e.inner())
-        })?;
         let repository = repository.map(parse_repository).transpose()?;
+        let (index_path, index) = read_index(dir)?;
         let mut source = LayoutSource {
             dir: dir.to_path_buf(),
             manifests: BTreeMap::new(),
         };
-        let mut plan = Plan::default();
+        let mut planner = Planner::default();
         let mut named: BTreeMap<String, (usize, Digest)> = BTreeMap::new();
-        let mut blobs: BTreeMap<Digest, PlannedBlob> = BTreeMap::new();
-        let mut manifests: BTreeMap<(String, Digest), PlannedManifest> = BTreeMap::new();
         for (n, entry) in index.manifests.iter().enumerate() {
             let origin = format!("{}: manifests[{n}]", index_path.display());
             let reference = name_of(entry, repository.as_ref())
@@ -137,62 +117,15 @@ impl LayoutSource {
             };
             let mut walk = Walk::default();
             match source.walk(&top, 0, &mut walk) {
-                Ok(media_type) => {
-                    let repo_path = reference.repo_path();
-                    for (digest, media_type, size) in &walk.manifests {
-                        manifests
-                            .entry((repo_path.clone(), digest.clone()))
-                            .or_insert_with(|| PlannedManifest {
-                                repository: repo_path.clone(),
-                                digest: digest.clone(),
-                                media_type: media_type.clone(),
-                                size: *size,
-                            });
-                    }
-                    for d in &walk.blobs {
-                        blobs
-                            .entry(d.digest.clone())
-                            .or_insert_with(|| PlannedBlob {
-                                digest: d.digest.clone(),
-                                size: d.size,
-                                media_type: d.media_type.clone(),
-                                repositories: BTreeSet::new(),
-                            })
-                            .repositories
-                            .insert(repo_path.clone());
-                    }
-                    // The top first, then its children deepest first (the order they are
-                    // pushed in, the top last).
-                    let mut order: Vec<Digest> = vec![entry.digest.clone()];
-                    order.extend(
-                        walk.manifests
-                            .iter()
-                            .map(|(d, _, _)| d.clone())
-                            .filter(|d| d != &entry.digest),
-                    );
-                    plan.images.push(PlannedImage {
-                        source: reference,
-                        digest: entry.digest.clone(),
-                        media_type,
-                        origin,
-                        platforms: walk.platforms,
-                        manifests: order,
-                        bytes: walk.blobs.iter().map(|d| d.size).sum(),
-                        blobs: walk.blobs.into_iter().map(|d| d.digest).collect(),
-                    });
-                }
-                Err(error) => plan.failures.push(PlanFailure {
+                Ok(media_type) => planner.add(reference, &entry.digest, media_type, origin, walk),
+                Err(error) => planner.plan.failures.push(PlanFailure {
                     reference: key,
                     origin,
                     error,
                 }),
             }
         }
-        plan.manifests = manifests.into_values().collect();
-        plan.blobs = blobs.into_values().collect();
-        plan.blobs
-            .sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
-        Ok((source, plan))
+        Ok((source, planner.finish()))
     }
 
     /// Where the layout keeps `digest`.
@@ -360,6 +293,99 @@ struct Walk {
     blobs: Vec<Descriptor>,
     blob_seen: BTreeSet<Digest>,
     platforms: Vec<String>,
+}
+
+/// `oci-layout` checked, then `index.json` read: its path and entries.
+fn read_index(dir: &Path) -> Result<(PathBuf, IndexFile)> {
+    let marker = dir.join(OCI_LAYOUT_FILE);
+    let text = std::fs::read(&marker)
+        .with_context(|| format!("{}: not an OCI image layout", marker.display()))?;
+    let version: LayoutFile =
+        serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", marker.display()))?;
+    if !version.image_layout_version.starts_with("1.") {
+        bail!(
+            "{}: imageLayoutVersion `{}` is not 1.x",
+            marker.display(),
+            version.image_layout_version
+        );
+    }
+    let path = dir.join("index.json");
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let de = &mut serde_json::Deserializer::from_slice(&text);
+    let index = serde_path_to_error::deserialize(de)
+        .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
+    Ok((path, index))
+}
+
+/// The plan of a layout's images, built entry by entry.
+#[derive(Default)]
+struct Planner {
+    plan: Plan,
+    blobs: BTreeMap<Digest, PlannedBlob>,
+    manifests: BTreeMap<(String, Digest), PlannedManifest>,
+}
+
+impl Planner {
+    /// One image, from the walk of its top manifest `digest`.
+    fn add(
+        &mut self,
+        source: Reference,
+        digest: &Digest,
+        media_type: String,
+        origin: String,
+        walk: Walk,
+    ) {
+        let repo_path = source.repo_path();
+        for (d, media_type, size) in &walk.manifests {
+            self.manifests
+                .entry((repo_path.clone(), d.clone()))
+                .or_insert_with(|| PlannedManifest {
+                    repository: repo_path.clone(),
+                    digest: d.clone(),
+                    media_type: media_type.clone(),
+                    size: *size,
+                });
+        }
+        for d in &walk.blobs {
+            self.blobs
+                .entry(d.digest.clone())
+                .or_insert_with(|| PlannedBlob {
+                    digest: d.digest.clone(),
+                    size: d.size,
+                    media_type: d.media_type.clone(),
+                    repositories: BTreeSet::new(),
+                })
+                .repositories
+                .insert(repo_path.clone());
+        }
+        // The top first, then its children deepest first: pushed in that order, the top last.
+        let mut manifests = vec![digest.clone()];
+        manifests.extend(
+            walk.manifests
+                .into_iter()
+                .map(|(d, _, _)| d)
+                .filter(|d| d != digest),
+        );
+        self.plan.images.push(PlannedImage {
+            source,
+            digest: digest.clone(),
+            media_type,
+            origin,
+            platforms: walk.platforms,
+            manifests,
+            bytes: walk.blobs.iter().map(|d| d.size).sum(),
+            blobs: walk.blobs.into_iter().map(|d| d.digest).collect(),
+        });
+    }
+
+    fn finish(mut self) -> Plan {
+        self.plan.manifests = self.manifests.into_values().collect();
+        self.plan.blobs = self.blobs.into_values().collect();
+        self.plan
+            .blobs
+            .sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
+        self.plan
+    }
 }
 
 /// `--repository`: a source repository, `HOST/PATH` without a tag or digest.
