@@ -275,9 +275,10 @@ fn a_layout_written_by_skopeo_imports_under_repository_nested_index_included() {
     };
     let index = pick(prewarm_lab::seed::OCI_INDEX);
     let single = pick(prewarm_lab::seed::OCI_MANIFEST);
-    // skopeo writes the layout (its own writer): entries named by tag only.
+    // skopeo writes the layout (its own writer): entries named by tag only, one image under
+    // two tags (as `1.0` and `latest` often are).
     let layout = env.dir.join("skopeo-oci");
-    for (image, tag) in [(index, "multi"), (single, "one")] {
+    for (image, tag) in [(index, "multi"), (single, "one"), (index, "latest")] {
         let from = format!("docker://{quay}/{}@{}", image.repository, image.digest);
         let to = format!("oci:{}:{tag}", layout.display());
         let out = skopeo(&["copy", "--all", "--src-tls-verify=false", &from, &to]);
@@ -300,6 +301,7 @@ fn a_layout_written_by_skopeo_imports_under_repository_nested_index_included() {
         .collect();
     assert_eq!(names.get("multi"), Some(&index.digest));
     assert_eq!(names.get("one"), Some(&single.digest));
+    assert_eq!(names.get("latest"), Some(&index.digest));
 
     // An index of that index (nested), written beside them, unnamed.
     let inner = entries["manifests"]
@@ -345,29 +347,24 @@ fn a_layout_written_by_skopeo_imports_under_repository_nested_index_included() {
     assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1);
     assert!(env.blob_puts(&dest).is_empty());
 
-    // One image at a time: distribution's filesystem storage rewrites a manifest's revision
-    // link in place on every PUT of it (here: the `multi` tag), and an index PUT verifying
-    // that child at the same instant (here: the nested index) reads an empty link and is
-    // refused — a registry race, not the import's.
+    // `--jobs` as for any import: the images sharing manifests (two tags of one index, the
+    // nested index of it) are pushed at once.
     let report = env.path("import.json");
     let out = import(
         &env,
         &layout,
         &to,
-        &[
-            "--repository",
-            "quay.io/acme/app",
-            "--report",
-            &report,
-            "--jobs",
-            "1",
-        ],
+        &["--repository", "quay.io/acme/app", "--report", &report],
     );
     assert!(out.status.success());
     let r = read_report(Path::new(&report));
-    assert_eq!(r["summary"]["copied"], 3, "{r:#}");
+    assert_eq!(r["summary"]["copied"], 4, "{r:#}");
     let at = |key: &str| format!("{}/sk/acme/app{key}", dest.address);
     assert_eq!(dest_digest(&env, &at(":multi")), Some(index.digest.clone()));
+    assert_eq!(
+        dest_digest(&env, &at(":latest")),
+        Some(index.digest.clone())
+    );
     assert_eq!(dest_digest(&env, &at(":one")), Some(single.digest.clone()));
     let nested = at(&format!("@{outer_digest}"));
     assert_eq!(dest_digest(&env, &nested), Some(outer_digest.clone()));

@@ -88,18 +88,19 @@ pub async fn copy(
         },
         sink: RegistrySink { client: target },
     };
-    Ok(push_plan(work, "copy", plan, dest, &arrangement).await)
+    let outcomes = push_plan(work, "copy", plan, dest, &arrangement).await;
+    Ok(outcomes.into_reports(plan, pushed_status))
 }
 
 /// Run an arrangement that pushes `plan` into `dest`: one task per (destination repository,
-/// blob), biggest first, each digest uploaded once and then mounted; a report per image.
+/// blob), biggest first, each digest uploaded once and then mounted; the images' outcomes.
 pub(super) async fn push_plan<A: Arrangement>(
     work: &Work<'_>,
     phase: &str,
     plan: &Plan,
     dest: &Destination,
     arrangement: &A,
-) -> Vec<ImageReport> {
+) -> ImageOutcomes {
     let outcomes = ImageOutcomes::new(plan);
     let tasks = super::pair_tasks(plan, |i| dest.repository(&plan.images[i].source));
     work.schedule(
@@ -112,7 +113,7 @@ pub(super) async fn push_plan<A: Arrangement>(
         &outcomes,
     )
     .await;
-    outcomes.into_reports(plan, pushed_status)
+    outcomes
 }
 
 /// `copied` when anything was pushed for the image, else `present`.
