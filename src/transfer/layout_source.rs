@@ -584,6 +584,48 @@ mod tests {
         assert!(e.to_string().contains("manifests[0]"), "{e}");
     }
 
+    #[tokio::test]
+    async fn blob_bodies_are_verified_and_name_their_file() {
+        use futures::StreamExt;
+        let f = Fixture::new("blobs");
+        let a = image(&f, b"layer a");
+        f.index(vec![Fixture::named(&a, "quay.io/acme/a:1")]);
+        let (source, _) = LayoutSource::open(&f.dir, None).unwrap();
+        let bytes = b"some layer bytes".repeat(1000);
+        let d: Digest = f.blob(&bytes)["digest"].as_str().unwrap().parse().unwrap();
+        let path = source.path(&d).display().to_string();
+        let (source, d) = (&source, &d);
+        let read = |size: u64| async move {
+            let failure = Arc::new(Mutex::new(None));
+            let body = match source.blob(d, size, &failure) {
+                Ok(body) => body,
+                Err(e) => return (Vec::new(), Some(e)),
+            };
+            let chunks: Vec<_> = body.collect().await;
+            let ok: Vec<u8> = chunks.iter().flatten().flatten().copied().collect();
+            let why = failure.lock().unwrap().clone();
+            (ok, why)
+        };
+        let (got, why) = read(bytes.len() as u64).await;
+        assert_eq!((got, why), (bytes.clone(), None));
+        let (_, why) = read(5).await;
+        assert!(why.unwrap().starts_with(&path));
+        // One bit flipped: the stream ends in an error naming the file, short of its end.
+        let mut bad = bytes.clone();
+        bad[7] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        let (got, why) = read(bytes.len() as u64).await;
+        assert!(got.len() < bytes.len());
+        let why = why.unwrap();
+        assert!(
+            why.starts_with(&path) && why.contains("digest mismatch"),
+            "{why}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let (_, why) = read(bytes.len() as u64).await;
+        assert!(why.unwrap().contains("cannot read"));
+    }
+
     #[test]
     fn a_missing_or_corrupt_manifest_fails_only_its_image_naming_the_file() {
         let f = Fixture::new("corrupt");
