@@ -92,7 +92,9 @@ fn an_exported_oci_layout_imports_whole_and_a_corrupt_blob_fails_only_its_images
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("neither a bundle") && err.contains("empty"),
+        err.contains("not a bundle")
+            && err.contains("not an OCI image layout")
+            && err.contains("empty"),
         "{err}"
     );
 

@@ -49,7 +49,7 @@ pub fn open(dir: &Path, repository: Option<&str>) -> Result<ImportSource> {
     }
     if !dir.join(MANIFEST_FILE).is_file() {
         bail!(
-            "{}: neither a bundle (no {MANIFEST_FILE}) nor an OCI image layout (no {OCI_LAYOUT_FILE})",
+            "{}: not a bundle (no {MANIFEST_FILE}) and not an OCI image layout (no {OCI_LAYOUT_FILE})",
             dir.display(),
         );
     }
