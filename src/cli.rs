@@ -65,9 +65,10 @@ pub enum Command {
         after_help = "Example:\n  prewarm export job.yaml -o /media/usb/bundle --segment-size 4095M\n  prewarm export job.yaml -o bundle-2 --have far-site-inventory.json\n\nExit status: 0 when every image is in the bundle, 1 when any image failed, 2 on bad input."
     )]
     Export(ExportArgs),
-    /// Verify a bundle, then stream it into a registry without unpacking it.
+    /// Verify a bundle, then stream it into a registry without unpacking it; or push the images
+    /// of an OCI image layout directory.
     #[command(
-        after_help = "Example:\n  prewarm import /media/usb/bundle --to mirror.local:8443\n\nRerun after an interruption: finished blobs are found with a HEAD and not pushed again.\n\nExit status: 0 when every image is at the destination, 1 when any image failed, 2 on bad input (or a bad segment)."
+        after_help = "Example:\n  prewarm import /media/usb/bundle --to mirror.local:8443\n  prewarm import ./oci --to mirror.local:8443/mirror                 # from export --format oci-dir\n  prewarm import ./app-oci --to mirror.local:8443 --repository quay.io/acme/app   # skopeo's oci:DIR:TAG\n\nAn OCI layout is recognised by its oci-layout file. Each index.json entry is one image, named by its org.opencontainers.image.ref.name: a full reference (HOST/PATH[:TAG][@DIGEST]) names itself; a bare tag or no name needs --repository HOST/PATH (the source repository; --to maps it as for copy).\n\nRerun after an interruption: finished blobs are found with a HEAD and not pushed again.\n\nExit status: 0 when every image is at the destination, 1 when any image failed, 2 on bad input (or a bad segment)."
     )]
     Import(ImportArgs),
     /// List the digests a registry already holds, for `export --have`.

@@ -80,24 +80,6 @@ fn mirror_repo(repo_path: &str) -> String {
     format!("mirror/{}", repo_path.split_once('/').unwrap().1)
 }
 
-/// Blob uploads completed (PUT …?digest=…, 201) per digest, from a registry's access log.
-fn blob_puts(env: &Env, dest: &ExtraRegistry) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for (m, target, status) in env.lab.registry_requests(dest).unwrap() {
-        if m == "PUT" && target.contains("/blobs/uploads/") && status == 201 {
-            let digest = target
-                .split("digest=")
-                .nth(1)
-                .unwrap()
-                .split('&')
-                .next()
-                .unwrap();
-            *out.entry(digest.replace("%3A", ":")).or_default() += 1;
-        }
-    }
-    out
-}
-
 fn writes(env: &Env, dest: &ExtraRegistry) -> usize {
     env.lab
         .registry_requests(dest)
@@ -281,12 +263,12 @@ fn export_verify_import_into_a_fresh_tls_registry_keeps_every_digest() {
     env.lab.stop_upstreams();
     assert_all_at(&env, &dest, mirror_repo);
     // Each blob was uploaded once; the other repositories got it by a mount.
-    let puts = blob_puts(&env, &dest);
+    let puts = env.blob_puts(&dest);
     assert!(puts.values().all(|&n| n == 1), "{puts:?}");
     assert_eq!(puts.len(), env.seed.unique_blobs().len());
 
     // Imported again: nothing is pushed.
-    let before = blob_puts(&env, &dest);
+    let before = env.blob_puts(&dest);
     let out = env.prewarm(&[
         "import",
         bundle.to_str().unwrap(),
@@ -296,7 +278,7 @@ fn export_verify_import_into_a_fresh_tls_registry_keeps_every_digest() {
         &ca(&env),
     ]);
     assert!(out.status.success());
-    assert_eq!(blob_puts(&env, &dest), before);
+    assert_eq!(env.blob_puts(&dest), before);
 }
 
 #[test]
@@ -325,7 +307,7 @@ fn copy_into_a_fresh_tls_registry_by_cache_orgs_keeps_every_digest() {
         let (host, rest) = repo_path.split_once('/').unwrap();
         format!("{}/{rest}", prewarm::job::default_org(host))
     });
-    let puts = blob_puts(&env, &dest);
+    let puts = env.blob_puts(&dest);
     assert!(puts.values().all(|&n| n == 1), "{puts:?}");
     assert_eq!(puts.len(), env.seed.unique_blobs().len());
     // Blobs shared between repositories were mounted, not uploaded again.
@@ -342,7 +324,7 @@ fn copy_into_a_fresh_tls_registry_by_cache_orgs_keeps_every_digest() {
     env.lab.start_upstreams().unwrap();
     let out = env.prewarm(&["copy", &job, "--to", &dest.address, "--to-ca", &ca(&env)]);
     assert!(out.status.success());
-    assert_eq!(blob_puts(&env, &dest), puts);
+    assert_eq!(env.blob_puts(&dest), puts);
 }
 
 #[test]
@@ -531,7 +513,7 @@ fn an_import_killed_halfway_resumes_without_pushing_finished_blobs_again() {
         .unwrap();
     // Kill it once a few blobs have been uploaded.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while blob_puts(&env, &dest).len() < 5 {
+    while env.blob_puts(&dest).len() < 5 {
         assert!(Instant::now() < deadline, "no uploads seen");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -542,7 +524,7 @@ fn an_import_killed_halfway_resumes_without_pushing_finished_blobs_again() {
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let before = blob_puts(&env, &dest);
+    let before = env.blob_puts(&dest);
     eprintln!("killed after {} of {total} blob uploads", before.len());
     assert!(before.len() < total, "the import finished before the kill");
 
@@ -558,7 +540,7 @@ fn an_import_killed_halfway_resumes_without_pushing_finished_blobs_again() {
         &report,
     ]);
     assert!(out.status.success());
-    let after = blob_puts(&env, &dest);
+    let after = env.blob_puts(&dest);
     // Every blob uploaded exactly once over both runs: the finished ones were not pushed again.
     assert_eq!(after.len(), total);
     for (digest, n) in &after {

@@ -105,10 +105,19 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The bundle directory (bundle.json and its segments).
+    /// A bundle directory (bundle.json and its segments), or an OCI image layout directory
+    /// (oci-layout, index.json, blobs/), e.g. from `export --format oci-dir` or skopeo's
+    /// `oci:DIR:TAG`.
     pub dir: PathBuf,
     #[command(flatten)]
     pub destination: DestinationArgs,
+    /// OCI layout only: the source repository (HOST/PATH) of the images whose
+    /// `org.opencontainers.image.ref.name` is a bare tag (as `skopeo copy … oci:DIR:TAG`
+    /// writes) or absent; they are imported as HOST/PATH:TAG (or by digest only) and land
+    /// where `--to` maps HOST/PATH. A full reference in `ref.name` (as `export --format
+    /// oci-dir` writes) names its image itself.
+    #[arg(long, value_name = "HOST/PATH")]
+    pub repository: Option<String>,
     /// Blob transfers at once (uploads, mounts), and manifest pushes at once.
     #[arg(long, short, value_name = "N", default_value_t = 8, value_parser = parse_jobs)]
     pub jobs: usize,

@@ -23,6 +23,7 @@ use crate::report::{ImageReport, RunReport};
 use crate::run::{Finish, Keep, Run, Summary};
 use crate::state::{ShippedBundle, ShippedItem, State};
 use crate::transfer::destination::{complete_indexes, source_reader, Destination};
+use crate::transfer::layout_import::ImportSource;
 use crate::transfer::{self, Work};
 
 /// The state copy and import record what they shipped in: `--state` (or the default one),
@@ -399,7 +400,7 @@ fn empty_job() -> Result<Job> {
 pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
     let run = Run::start("import");
     let dest = Destination::parse(&args.destination.to)?;
-    let bundle = BundleManifest::load(&args.dir)?;
+    let source = transfer::layout_import::open(&args.dir, args.repository.as_deref())?;
     let auth = AuthStore::discover(global.authfile.as_deref())?;
     let endpoint = dest.endpoint(
         None,
@@ -425,20 +426,36 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
         jobs: args.jobs.max(1),
         totals: &totals,
     };
-    let plan = transfer::import::plan_of(&bundle, &args.dir)?;
-    let ticker = crate::bundle::progress::start("import", global.quiet);
-    let images = transfer::import::import(&work, &bundle, &args.dir, &dest, &target).await?;
-    drop(ticker);
+    let (plan, images) = match &source {
+        ImportSource::Layout(source, plan) => {
+            let images = transfer::layout_import::import(&work, source, plan, &dest, &target);
+            (plan.clone(), images.await)
+        }
+        ImportSource::Bundle(bundle) => {
+            let plan = transfer::import::plan_of(bundle, &args.dir)?;
+            let ticker = crate::bundle::progress::start("import", global.quiet);
+            let images = transfer::import::import(&work, bundle, &args.dir, &dest, &target);
+            let images = images.await?;
+            drop(ticker);
+            (plan, images)
+        }
+    };
+    // A layout carries no built images, no roles and no signatures: only a bundle does.
+    let bundle = match &source {
+        ImportSource::Bundle(bundle) => Some(bundle),
+        ImportSource::Layout(..) => None,
+    };
     let placed = Placed {
         plan: &plan,
         images: &images,
         dest: &dest,
         to: &args.destination.to,
         target: &target,
-        bundle: Some(&bundle),
+        bundle,
     };
     let dir = args.cluster_resources.as_deref();
-    after_push(&run, None, placed, dir, &args.shipped, Some(&bundle.id)).await?;
+    let id = bundle.map(|b| b.id.as_str());
+    after_push(&run, None, placed, dir, &args.shipped, id).await?;
     let names = (args.dir.display().to_string(), args.destination.to.clone());
     let report = transfer_report(&run, names, &plan, &registries, &totals, images);
     run.finish(Finish::new(report, Summary::Pushed))

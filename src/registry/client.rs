@@ -124,6 +124,10 @@ pub enum RegistryError {
     /// A media type that cannot be sent as a `Content-Type` header.
     #[error("{what}: media type `{media_type}` is not a valid header")]
     BadMediaType { what: String, media_type: String },
+    /// The bytes to upload could not be read from where they come from (a file of an OCI
+    /// layout, a bundle); the caller knows which file and says so.
+    #[error("{what}: the bytes to upload cannot be read: {detail}")]
+    Source { what: String, detail: String },
     /// No client for the registry a blob is read from (its endpoint, CA, the cache mapping).
     #[error("{what}: {detail}")]
     NoClient { what: String, detail: String },

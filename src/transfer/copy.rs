@@ -77,8 +77,6 @@ pub async fn copy(
     dest: &Destination,
     target: &RegistryClient,
 ) -> Result<Vec<ImageReport>> {
-    let outcomes = ImageOutcomes::new(plan);
-    let tasks = super::pair_tasks(plan, |i| dest.repository(&plan.images[i].source));
     let arrangement = Copy {
         work,
         plan,
@@ -89,17 +87,32 @@ pub async fn copy(
         },
         sink: RegistrySink { client: target },
     };
+    let outcomes = push_plan(work, "copy", plan, dest, &arrangement).await;
+    Ok(outcomes.into_reports(plan, pushed_status))
+}
+
+/// Run an arrangement that pushes `plan` into `dest`: one task per (destination repository,
+/// blob), biggest first, each digest uploaded once and then mounted; the images' outcomes.
+pub(super) async fn push_plan<A: Arrangement>(
+    work: &Work<'_>,
+    phase: &str,
+    plan: &Plan,
+    dest: &Destination,
+    arrangement: &A,
+) -> ImageOutcomes {
+    let outcomes = ImageOutcomes::new(plan);
+    let tasks = super::pair_tasks(plan, |i| dest.repository(&plan.images[i].source));
     work.schedule(
-        "copy",
+        phase,
         first_bytes(&tasks),
-        &arrangement,
+        arrangement,
         plan.images.len(),
         tasks,
         Chain::FirstThenRest,
         &outcomes,
     )
     .await;
-    Ok(outcomes.into_reports(plan, pushed_status))
+    outcomes
 }
 
 /// `copied` when anything was pushed for the image, else `present`.

@@ -41,6 +41,9 @@ pub enum TransferError {
     /// The bundle's stream broke while a blob was read from it (import).
     #[error("bundle: {0}")]
     Bundle(String),
+    /// A file of an OCI image layout is missing, unreadable or not what its descriptor says.
+    #[error("{}: {why}", path.display())]
+    Layout { path: PathBuf, why: String },
     /// The bundle writer stopped (its own error aborts the export).
     #[error("the bundle writer stopped")]
     WriterStopped,

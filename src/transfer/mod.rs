@@ -3,7 +3,10 @@
 //! `layout` and `tarball` under `crane`).
 //!
 //! - Sources: a registry ([`remote`]: manifests and blobs by digest, Range-resumed, verified
-//!   while streaming), a bundle ([`bundle_source`]: segments → zstd → tar in stream order).
+//!   while streaming), a bundle ([`bundle_source`]: segments → zstd → tar in stream order), an
+//!   OCI image layout directory ([`layout_source`]: `index.json` entries named by their
+//!   `ref.name` or `--repository`, nested indexes followed, every manifest and blob file
+//!   verified by size and sha256, blobs while streaming).
 //! - Sinks: a pull-through cache (read fully, verify, discard: [`warm`]), a registry
 //!   ([`remote`]: HEAD, mount, upload, manifest PUT, tag), a bundle writer ([`bundle_sink`]:
 //!   tar → zstd → segments through a bounded reorder buffer), an OCI image layout directory
@@ -11,6 +14,9 @@
 //! - [`scheduler`]: each unique blob once per destination, biggest first, `--jobs` at once for
 //!   every executor, per-digest chains, failures to the images that need them, manifests and
 //!   blobs pipelined per image.
+//!
+//! - Import reads a bundle ([`import`]) or an OCI image layout ([`layout_import`]) into the
+//!   registry sink.
 //!
 //! Every executor reports through [`ImageOutcomes`], so every report has one shape, and one
 //! image's failure never stops the others.
@@ -22,7 +28,9 @@ pub mod destination;
 pub mod error;
 pub mod export;
 pub mod import;
+pub mod layout_import;
 pub mod layout_sink;
+pub mod layout_source;
 pub mod remote;
 pub mod scheduler;
 pub mod verify;

@@ -141,6 +141,23 @@ impl Env {
         link.is_file() && data.is_file() && sha256_hex(&std::fs::read(data).unwrap()) == hex
     }
 
+    /// Blob uploads a lab registry completed (PUT …?digest=…, 201), per digest, from its
+    /// access log.
+    pub fn blob_puts(
+        &self,
+        dest: &prewarm_lab::ExtraRegistry,
+    ) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for (m, target, status) in self.lab.registry_requests(dest).unwrap() {
+            if m == "PUT" && target.contains("/blobs/uploads/") && status == 201 {
+                let digest = target.split("digest=").nth(1).unwrap();
+                let digest = digest.split('&').next().unwrap().replace("%3A", ":");
+                *out.entry(digest).or_default() += 1;
+            }
+        }
+        out
+    }
+
     /// GETs of blobs that reached an upstream registry so far.
     pub fn upstream_blob_gets(&self) -> usize {
         self.upstream_blob_requests().len()
