@@ -428,6 +428,16 @@ fn export_import_carries_filtered_catalogs_graph_image_and_signatures() {
     let copied = env.dir.join("copied");
     let out = to_registry(&env, "copy", &job, &dest.address, &copied);
     assert!(out.status.success());
+    // Prune keeps what copy built beside the plan: the filtered catalog and the graph image
+    // the cluster resources name are needed, so the same job lists nothing.
+    let ca = env.lab.ca_cert.display().to_string();
+    let out = env.prewarm(&["prune", &job, "--to", &dest.address, "--to-ca", &ca]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !listed.contains("would delete"),
+        "{listed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let bundle = env.dir.join("bundle");
     let out = env.prewarm(&["export", &job, "-o", bundle.to_str().unwrap()]);
