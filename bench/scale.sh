@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scale benchmark: many small images, where per-image and per-request costs dominate.
 # SCALE_IMAGES images (default 20,000) in SCALE_IMAGES/10 repositories of the quay.io stand-in
-# (`lab seed --scale`: one shared 64 KiB base layer per repository, one unique 1–4 KiB layer
+# (`lab seed --scale --direct`: one shared 64 KiB base layer per repository, one unique 1–4 KiB layer
 # and a config per image, each image tagged). Then:
 #
 #   plan   `prewarm plan` of the tagged list: wall time and peak RSS (goal <= 20 s, <= 128 MiB)
@@ -28,7 +28,11 @@ source "$(dirname "$0")/common.sh"
 
 fresh_lab
 start=$(date +%s.%N)
-echo "seeding: $(lab seed --scale "$SCALE_IMAGES" --repos "$SCALE_REPOS")"
+# SEED=direct (default) writes the set into the stopped upstream's storage (lab/src/storage.rs,
+# seconds); SEED=push pushes it over HTTP (~140,000 requests at full scale).
+direct=--direct
+[ "${SEED:-direct}" = push ] && direct=
+echo "seeding: $(lab seed --scale "$SCALE_IMAGES" --repos "$SCALE_REPOS" $direct)"
 printf 'seeded in %.0f s\n' "$(python3 -c "print($(date +%s.%N) - $start)")"
 eval "$(lab env)"
 job="$PREWARM_LAB_DIR/job.yaml"
