@@ -9,9 +9,9 @@
 #   curl   the same manifest and blob requests through the same cold proxy with raw curl:
 #          JOBS (8) curl processes at a time, each given BATCH (200) URLs in a config file
 #          (`curl -K`), so every process keeps one keep-alive connection for its whole batch
-#          and pays no process start per request. Order: image by image, its manifest, then
-#          each of its blobs not asked for that repository before — the requests prewarm
-#          needs, and no more.
+#          and pays no process start per request. Order: image by image, its manifest by tag
+#          (and any other manifest by digest), then each of its blobs not asked for in that
+#          repository before — the requests warm makes, and no more.
 #
 # Prints the figures and warm's throughput as a share of curl's (goal >= 100%).
 #
@@ -57,10 +57,18 @@ def repository(source):  # quay.io/scale/repo-0001:image-03 (or @sha256:…) -> 
     head, _, last = name.rpartition("/")
     return head + "/" + last.split(":")[0]
 urls, seen = [], set()
+def tag(source):  # quay.io/scale/repo-0001:image-03 -> image-03; by digest -> None
+    last = source.split("@")[0].rpartition("/")[2]
+    return last.split(":", 1)[1] if ":" in last and "@" not in source else None
 for image in plan["images"]:
     repo = cache_repo(repository(image["source"]))
+    # As warm asks: the tag (its answer is the top manifest), then every other manifest by digest.
+    t = tag(image["source"])
+    if t:
+        urls.append(f"http://{front}/v2/{repo}/manifests/{t}")
     for m in image["manifests"]:
-        urls.append(f"http://{front}/v2/{repo}/manifests/{m}")
+        if not (t and m == image["digest"]):
+            urls.append(f"http://{front}/v2/{repo}/manifests/{m}")
     for b in image["blobs"]:
         if (repo, b) not in seen:
             seen.add((repo, b))

@@ -106,6 +106,21 @@ run() {
   measure "$name" "$unique_bytes" "$@"
   eval "link_$name=$(link_bytes "$mark")"
   echo "$name: load average $(cut -d' ' -f1-3 /proc/loadavg) after the run"
+  report "$name"
+}
+
+# report NAME: its wall time against unique bytes / link and against the bytes that crossed.
+report() {
+  python3 - "$1" "$(eval "echo \$wall_$1")" "$(eval "echo \$link_$1")" \
+    "$unique_bytes" "$LINK_RATE" <<'PY'
+import sys
+name, wall, sent, unique, rate = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+floor = unique / rate
+goal = "  (goal <= 1.2x)" if name.startswith("prewarm") else ""
+print(f"{name}: wall {wall:.2f} s = {wall / floor:.2f}x unique bytes / link{goal}; "
+      f"{sent} blob bytes crossed the link ({sent / unique:.2f}x unique, {sent / rate:.2f} s at "
+      f"link rate): wall {wall / max(sent / rate, 1e-9):.2f}x that")
+PY
 }
 
 # skopeo copy of every image of images.tsv from the shaped source into $SKOPEO_DEST.
@@ -158,18 +173,7 @@ done
 floor=$(python3 -c "print($unique_bytes / $LINK_RATE)")
 printf 'floor (unique bytes / link bandwidth): %.2f s at %.2f MiB/s, +%s ms per request\n' \
   "$floor" "$(python3 -c "print($LINK_RATE / 1048576)")" "$LATENCY_MS"
-for name in "${contenders[@]}"; do
-  python3 - "$name" "$(eval "echo \$wall_$name")" "$(eval "echo \$link_$name")" \
-    "$unique_bytes" "$LINK_RATE" <<'PY'
-import sys
-name, wall, sent, unique, rate = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-floor = unique / rate
-goal = "  (goal <= 1.2x)" if name.startswith("prewarm") else ""
-print(f"{name}: wall {wall:.2f} s = {wall / floor:.2f}x unique bytes / link{goal}; "
-      f"{sent} blob bytes crossed the link ({sent / unique:.2f}x unique, {sent / rate:.2f} s at "
-      f"link rate): wall {wall / max(sent / rate, 1e-9):.2f}x that")
-PY
-done
+for name in "${contenders[@]}"; do report "$name"; done
 [ -z "${wall_prewarm_warm:-}" ] || [ -z "${wall_skopeo_warm:-}" ] ||
   python3 -c "print(f'warm: prewarm vs skopeo {$wall_skopeo_warm / $wall_prewarm_warm:.2f}x faster')"
 [ -z "${wall_prewarm_copy:-}" ] || [ -z "${wall_skopeo_copy:-}" ] ||
