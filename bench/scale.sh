@@ -17,6 +17,7 @@
 #
 #   bench/scale.sh                                  # 20,000 images (see docs/benchmarks.md for how long)
 #   SCALE_IMAGES=500 bench/scale.sh                 # small trial (50 repositories)
+#   SCALE_IMAGES=2000 ROUNDS=2 bench/scale.sh       # warm, curl, warm, curl
 #   SCALE_REPOS=100 JOBS=16 BATCH=500 BENCH_DIR=/tmp/x bench/scale.sh
 set -euo pipefail
 export PREWARM_LAB_DIR=${BENCH_DIR:-/tmp/prewarm-bench-scale}
@@ -24,6 +25,7 @@ SCALE_IMAGES=${SCALE_IMAGES:-20000}
 SCALE_REPOS=${SCALE_REPOS:-$((SCALE_IMAGES / 10))}
 JOBS=${JOBS:-8}
 BATCH=${BATCH:-200}
+ROUNDS=${ROUNDS:-1}
 source "$(dirname "$0")/common.sh"
 
 fresh_lab
@@ -105,10 +107,15 @@ curl_all() {
 export -f curl_all
 export JOBS PREWARM_LAB_DIR
 
-measure warm "$unique_bytes" "$prewarm" warm "$job" --plan "$plan" --authfile "$auth" --no-state --quiet --jobs "$JOBS"
-measure curl "$unique_bytes" bash -c curl_all
-python3 - <<PY
-w, c, n = $wall_warm, $wall_curl, $requests
-print(f"warm: {n / w:.0f} requests/s, curl: {n / c:.0f} requests/s")
-print(f"prewarm warm throughput vs raw curl: {100 * c / w:.0f}% (goal >= 100%)")
+# ROUNDS (1) rounds of warm then curl, each on a cold cache: A B A B … so that a load that
+# changes during the run (the machine is shared) falls on both.
+for round in $(seq "$ROUNDS"); do
+  echo "round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  measure "warm$round" "$unique_bytes" "$prewarm" warm "$job" --plan "$plan" --authfile "$auth" --no-state --quiet --jobs "$JOBS"
+  measure "curl$round" "$unique_bytes" bash -c curl_all
+  python3 - <<PY
+w, c, n = $(eval "echo \$wall_warm$round"), $(eval "echo \$wall_curl$round"), $requests
+print(f"round $round: warm {n / w:.0f} requests/s, curl {n / c:.0f} requests/s; "
+      f"warm's throughput {100 * c / w:.0f}% of curl's (goal >= 100%)")
 PY
+done
