@@ -96,7 +96,7 @@ export PREWARM_LAB_DIR SHAPED=$shaped
 upstream_log="$PREWARM_LAB_DIR/logs/quay.log"
 link_bytes() {
   tail -n +"$(($1 + 1))" "$upstream_log" |
-    awk '/"GET \/v2\/.*\/blobs\/sha256:/ {split($0, a, "\" "); split(a[2], b, " "); s += b[2]} END {printf "%d\n", s}'
+    awk '/"GET \/v2\/.*\/blobs\/sha256:/ {split($0, a, "\" "); split(a[2], b, " "); s += b[2]} END {printf "%.0f\n", s}'
 }
 
 # run NAME COMMAND...: measure it and note the blob bytes that crossed the link meanwhile.
