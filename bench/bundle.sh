@@ -12,22 +12,16 @@
 #
 # Prints wall times, peak RSS (/usr/bin/time -v), bundle bytes vs unique blob bytes.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
 export PREWARM_LAB_DIR=${BENCH_DIR:-/tmp/prewarm-bench-bundle}
 LARGE_LAYER=${LARGE_LAYER:-1073741824}
-cd "$root"
-examples/lab/lab.sh install >/dev/null
-cargo build -q --locked --release -p prewarm -p prewarm-lab --bin prewarm --bin lab
-lab() { "${CARGO_TARGET_DIR:-$root/target}/release/lab" "$@"; }
-prewarm="${CARGO_TARGET_DIR:-$root/target}/release/prewarm"
+source "$(dirname "$0")/common.sh"
 W=$PREWARM_LAB_DIR
 
 [ -f "$W/lab.json" ] && lab down >/dev/null 2>&1 || true
 rm -rf "$W"
 lab up >/dev/null
 cleanup() {
-  # fresh_registry runs in a command substitution (a subshell): its PIDs are kept in files.
-  for f in "$W"/dest-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  stop_registries
   lab down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -40,24 +34,6 @@ eval "$(lab env)"
 job="$W/job.yaml"
 auth="$W/auth.json"
 certs="$W/certs"
-
-# A fresh, empty registry on a free port; echoes its address.
-fresh_registry() { # name
-  local name=$1 port
-  port=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")
-  mkdir -p "$W/dest-$name"
-  cat > "$W/dest-$name.yml" <<YML
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $W/dest-$name}}
-http: {addr: 127.0.0.1:$port}
-health: {storagedriver: {enabled: false}}
-YML
-  docker-registry serve "$W/dest-$name.yml" > "$W/dest-$name.log" 2>&1 &
-  echo $! > "$W/dest-$name.pid"
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
-  echo "127.0.0.1:$port"
-}
 
 measure() { # name, command...
   local name=$1; shift

@@ -46,3 +46,30 @@ skopeo_loop() {
   rm -rf "$PREWARM_LAB_DIR/skopeo-out"
 }
 export -f skopeo_loop
+
+# fresh_registry NAME: a fresh, empty distribution registry (plain HTTP) on a free port,
+# storage under $PREWARM_LAB_DIR/dest-NAME, stopped when the script exits (its PID is kept in
+# dest-NAME.pid: callers run this in a command substitution). Echoes its address.
+fresh_registry() {
+  local name=$1 port dir=$PREWARM_LAB_DIR
+  port=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")
+  rm -rf "$dir/dest-$name" && mkdir -p "$dir/dest-$name"
+  cat > "$dir/dest-$name.yml" <<YML
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $dir/dest-$name}}
+http: {addr: 127.0.0.1:$port}
+health: {storagedriver: {enabled: false}}
+YML
+  docker-registry serve "$dir/dest-$name.yml" > "$dir/dest-$name.log" 2>&1 &
+  echo $! > "$dir/dest-$name.pid"
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
+  curl -sf "http://127.0.0.1:$port/v2/" >/dev/null || { echo "registry $name did not start" >&2; return 1; }
+  echo "127.0.0.1:$port"
+}
+
+# Stop the registries fresh_registry started.
+stop_registries() {
+  local f
+  for f in "$PREWARM_LAB_DIR"/dest-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+}

@@ -12,20 +12,15 @@
 #
 #   bench/delta.sh                  # needs ~12 GB free under /tmp
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
 export PREWARM_LAB_DIR=${BENCH_DIR:-/tmp/prewarm-bench-delta}
-cd "$root"
-examples/lab/lab.sh install >/dev/null
-cargo build -q --locked --release -p prewarm -p prewarm-lab --bin prewarm --bin lab
-lab() { "${CARGO_TARGET_DIR:-$root/target}/release/lab" "$@"; }
-prewarm="${CARGO_TARGET_DIR:-$root/target}/release/prewarm"
+source "$(dirname "$0")/common.sh"
 W=$PREWARM_LAB_DIR
 
 [ -f "$W/lab.json" ] && lab down >/dev/null 2>&1 || true
 rm -rf "$W"
 lab up >/dev/null
 cleanup() {
-  [ -f "$W/far.pid" ] && kill "$(cat "$W/far.pid")" 2>/dev/null || true
+  stop_registries
   lab down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -36,19 +31,7 @@ auth="$W/auth.json"
 state="$W/state.db"
 
 # The far site's registry: fresh, plain HTTP on a free port.
-port=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")
-mkdir -p "$W/far"
-cat > "$W/far.yml" <<YML
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $W/far}}
-http: {addr: 127.0.0.1:$port}
-health: {storagedriver: {enabled: false}}
-YML
-docker-registry serve "$W/far.yml" > "$W/far.log" 2>&1 &
-echo $! > "$W/far.pid"
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
-far="127.0.0.1:$port"
+far=$(fresh_registry far)
 
 timed() { # name, command...: wall seconds into $W/name.wall
   local name=$1; shift

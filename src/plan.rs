@@ -190,19 +190,17 @@ async fn resolve(
     origin: &str,
 ) -> Result<Walked> {
     let (client, repository) = reader(job, registries, source)?;
-    // Resolve the tag with a HEAD (cheap, and what a refresh repeats); fetch the body by
-    // digest so what is walked is exactly what was resolved.
-    let digest = match source.digest() {
-        Some(d) => d.clone(),
+    // A tag is resolved by one GET of its manifest: the digest is the hash of the bytes that
+    // came back, so what is walked is exactly what was resolved, in one round trip instead of
+    // a HEAD and a GET by digest (at 20,000 tags that halves planning's requests).
+    let top = match source.digest() {
+        Some(d) => client.get_manifest(&repository, d.as_str()).await?,
         None => {
             let tag = source.tag().unwrap_or("latest");
-            match client.head_manifest(&repository, tag).await? {
-                Some((d, _, _)) => d,
-                None => client.get_manifest(&repository, tag).await?.digest,
-            }
+            client.get_manifest(&repository, tag).await?
         }
     };
-    let top = client.get_manifest(&repository, digest.as_str()).await?;
+    let digest = top.digest.clone();
     let parsed = Manifest::parse(&top.bytes, Some(&top.media_type))
         .with_context(|| format!("manifest `{}@{}`", source.repo_path(), digest))?;
     let repo_path = source.repo_path();

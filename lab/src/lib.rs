@@ -14,6 +14,7 @@ pub mod release_scale;
 pub mod scale;
 pub mod seed;
 pub mod shaper;
+pub mod storage;
 
 use std::path::{Path, PathBuf};
 

@@ -1078,10 +1078,7 @@ impl Pusher {
 
     /// The reference as a user writes it, with the logical host.
     fn logical_reference(&self, repo: &str, tag: Option<&str>, digest: &str) -> String {
-        match tag {
-            Some(tag) => format!("{}/{repo}:{tag}", self.target.host),
-            None => format!("{}/{repo}@{digest}", self.target.host),
-        }
+        logical_reference(&self.target.host, repo, tag, digest)
     }
 
     fn seeded(
@@ -1091,42 +1088,62 @@ impl Pusher {
         top: &Manifest,
         images: &[BuiltImage],
     ) -> SeededImage {
-        // A single image's own manifest is the top one; an index lists its children after it.
-        let children = images
-            .iter()
-            .map(|image| &image.manifest)
-            .filter(|manifest| manifest.digest != top.digest);
-        let manifests = std::iter::once(top)
-            .chain(children)
-            .map(|m| (m.digest.clone(), m.media_type.clone(), m.bytes.len() as u64))
-            .collect();
-        let mut seen = BTreeSet::new();
-        let blobs = images
-            .iter()
-            .flat_map(|image| std::iter::once(&image.config).chain(&image.layers))
-            .filter(|blob| seen.insert(blob.digest.clone()))
-            .map(|blob| (blob.digest.clone(), blob.size))
-            .collect();
-        let platform_blobs = images
-            .iter()
-            .map(|image| {
-                let blobs = std::iter::once(&image.config)
-                    .chain(&image.layers)
-                    .map(|blob| (blob.digest.clone(), blob.size))
-                    .collect();
-                (image.platform.clone(), blobs)
-            })
-            .collect();
-        SeededImage {
-            reference: self.logical_reference(repo, tag, &top.digest),
-            repository: repo.to_string(),
-            digest: top.digest.clone(),
-            media_type: top.media_type.clone(),
-            platforms: images.iter().map(|image| image.platform.clone()).collect(),
-            manifests,
-            blobs,
-            platform_blobs,
-        }
+        seeded_image(&self.target.host, repo, tag, top, images)
+    }
+}
+
+/// What a test needs to know of an image stored as `top` in `repo` of registry `host`, by
+/// `tag` or (when `tag` is `None`) by digest; `images` are the single-platform images under it.
+pub fn seeded_image(
+    host: &str,
+    repo: &str,
+    tag: Option<&str>,
+    top: &Manifest,
+    images: &[BuiltImage],
+) -> SeededImage {
+    // A single image's own manifest is the top one; an index lists its children after it.
+    let children = images
+        .iter()
+        .map(|image| &image.manifest)
+        .filter(|manifest| manifest.digest != top.digest);
+    let manifests = std::iter::once(top)
+        .chain(children)
+        .map(|m| (m.digest.clone(), m.media_type.clone(), m.bytes.len() as u64))
+        .collect();
+    let mut seen = BTreeSet::new();
+    let blobs = images
+        .iter()
+        .flat_map(|image| std::iter::once(&image.config).chain(&image.layers))
+        .filter(|blob| seen.insert(blob.digest.clone()))
+        .map(|blob| (blob.digest.clone(), blob.size))
+        .collect();
+    let platform_blobs = images
+        .iter()
+        .map(|image| {
+            let blobs = std::iter::once(&image.config)
+                .chain(&image.layers)
+                .map(|blob| (blob.digest.clone(), blob.size))
+                .collect();
+            (image.platform.clone(), blobs)
+        })
+        .collect();
+    SeededImage {
+        reference: logical_reference(host, repo, tag, &top.digest),
+        repository: repo.to_string(),
+        digest: top.digest.clone(),
+        media_type: top.media_type.clone(),
+        platforms: images.iter().map(|image| image.platform.clone()).collect(),
+        manifests,
+        blobs,
+        platform_blobs,
+    }
+}
+
+/// `host/repo:tag`, or `host/repo@digest` without a tag: the reference as a user writes it.
+fn logical_reference(host: &str, repo: &str, tag: Option<&str>, digest: &str) -> String {
+    match tag {
+        Some(tag) => format!("{host}/{repo}:{tag}"),
+        None => format!("{host}/{repo}@{digest}"),
     }
 }
 

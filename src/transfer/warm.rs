@@ -2,7 +2,7 @@
 //! pull-through cache as a sink on the one [`scheduler`](super::scheduler).
 //!
 //! Per image, before its blobs: its manifests (by tag, so the cache records the tag, then by
-//! digest, then each wanted child). Then every (cache repository, blob) pair, biggest first,
+//! digest unless the tag's answer already hashed to it, then each wanted child). Then every (cache repository, blob) pair, biggest first,
 //! `--jobs` at once, each read fully, sha256-verified and discarded. One digest is never in
 //! flight through two repositories at once (a chain, one at a time): a distribution proxy
 //! serves a blob asked for through a second repository while it still stores it through the
@@ -45,20 +45,25 @@ impl Arrangement for Warm<'_> {
         let target = self.cache.cache_reference(&image.source);
         let repo = target.repository();
         let mut errors = Vec::new();
+        // The tag's answer hashing to the image's digest is its top manifest through the
+        // cache: asking again by digest would be one more round trip per image for bytes
+        // already proven (a fifth of warm's requests at 20,000 small images).
+        let mut top_through_tag = false;
         if let Some(tag) = image.source.tag() {
             match self.sink.manifest(repo, tag).await {
-                Ok(d) if d != image.digest => self.outcomes.warn(
+                Ok(d) if d == image.digest => top_through_tag = true,
+                Ok(d) => self.outcomes.warn(
                     i,
                     format!(
                         "tag `{tag}` now resolves to {d} through the cache (the plan has {})",
                         image.digest
                     ),
                 ),
-                Ok(_) => {}
                 Err(e) => errors.push(e),
             }
         }
-        for digest in &image.manifests {
+        let wanted = image.manifests.iter();
+        for digest in wanted.filter(|d| !(top_through_tag && **d == image.digest)) {
             if let Err(e) = self.sink.manifest(repo, digest.as_str()).await {
                 errors.push(e);
             }

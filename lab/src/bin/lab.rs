@@ -4,7 +4,7 @@
 //! cargo run -p prewarm-lab --bin lab -- up [--dir DIR]        # registries, proxies, nginx on 127.0.0.1
 //! cargo run -p prewarm-lab --bin lab -- seed [--bench] [--large-layer BYTES] [--ocp]
 //! cargo run -p prewarm-lab --bin lab -- seed --release-scale [--components N] [--large-layers N]
-//! cargo run -p prewarm-lab --bin lab -- seed --scale IMAGES [--repos N]   # bench/scale.sh
+//! cargo run -p prewarm-lab --bin lab -- seed --scale IMAGES [--repos N] [--direct]   # bench/scale.sh
 //! cargo run -p prewarm-lab --bin lab -- stop-upstreams | start-upstreams | reset-cache | down
 //! cargo run -p prewarm-lab --bin lab -- shape --listen ADDR --upstream ADDR [--latency-ms MS]
 //!     [--rate BYTES_PER_SEC] [--total-rate BYTES_PER_SEC]                # bench/wan.sh
@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 use prewarm_lab::{Lab, Scale, SeedOptions};
 
 fn usage() -> ! {
-    eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES] [--release-scale [--components N] [--large-layers N]] [--scale IMAGES [--repos N]] [--ocp]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
+    eprintln!("usage: lab up|seed [--bench] [--large-layer BYTES] [--release-scale [--components N] [--large-layers N]] [--scale IMAGES [--repos N] [--direct]] [--ocp]|down|stop-upstreams|start-upstreams|reset-cache|env [--dir DIR]");
     eprintln!("       lab shape --listen ADDR --upstream ADDR [--latency-ms MS] [--rate BYTES_PER_SEC] [--total-rate BYTES_PER_SEC]");
     std::process::exit(2)
 }
@@ -100,6 +100,7 @@ async fn main() -> Result<()> {
     let mut ocp = false;
     let mut scale_images: Option<usize> = None;
     let mut scale_repos: Option<usize> = None;
+    let mut direct = false;
     let mut release = prewarm_lab::release_scale::ReleaseScaleOptions::default();
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -111,6 +112,8 @@ async fn main() -> Result<()> {
             // The scale benchmark's set: IMAGES small images in IMAGES/10 repositories.
             "--scale" => scale_images = Some(value(&mut args, &a)),
             "--repos" => scale_repos = Some(value(&mut args, &a)),
+            // Write it into the stopped upstream's storage instead of pushing (seconds, not an hour).
+            "--direct" => direct = true,
             // A smaller release-scale set, for a trial run of bench/wan.sh.
             "--components" => release.components = value(&mut args, &a),
             "--large-layers" => release.large_layers = value(&mut args, &a),
@@ -156,7 +159,16 @@ async fn main() -> Result<()> {
             if let Some(repos) = scale_repos {
                 options.repositories = repos;
             }
-            let seed = prewarm_lab::scale::seed_scale(&lab.quay_target(), &options).await?;
+            let seed = if direct {
+                // Straight into the stopped upstream's storage, then start it again.
+                let mut lab = lab;
+                lab.stop_upstreams();
+                let seed = prewarm_lab::scale::write_scale(&lab.quay_storage, "quay.io", &options);
+                lab.start_upstreams()?;
+                seed?
+            } else {
+                prewarm_lab::scale::seed_scale(&lab.quay_target(), &options).await?
+            };
             seed.write_list(&dir.join("images.txt"))?;
             seed.write_json(&dir.join("seed.json"))?;
             print_seeded(&seed, &dir);
