@@ -2,8 +2,9 @@
 //! pull-through cache as a sink on the one [`scheduler`](super::scheduler).
 //!
 //! Per image, before its blobs: its manifests (by tag, so the cache records the tag, then by
-//! digest unless the tag's answer already hashed to it, then each wanted child). Then every (cache repository, blob) pair, biggest first,
-//! `--jobs` at once, each read fully, sha256-verified and discarded. One digest is never in
+//! digest unless the tag's answer already hashed to it, then each wanted child). Then every
+//! (cache repository, blob) pair, biggest first, `--jobs` at once, each read fully,
+//! sha256-verified and discarded. One digest is never in
 //! flight through two repositories at once (a chain, one at a time): a distribution proxy
 //! serves a blob asked for through a second repository while it still stores it through the
 //! first without keeping it, and the upstream is spared fetching one blob twice at once.
