@@ -1,7 +1,8 @@
 //! `--metrics FILE`: the run in Prometheus text exposition format, written atomically (a
 //! temporary file renamed into place) for node_exporter's textfile collector. Every metric is a
-//! gauge describing the last run of a command, labelled `command="warm"|"verify"|"refresh"`;
-//! the names are documented in the README ("Metrics").
+//! gauge describing the last run of a command, labelled with the command (`warm`, `verify`,
+//! `refresh`, `copy`, `export`, `import`); the names are documented in the README
+//! ("Metrics").
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -82,6 +83,8 @@ pub fn render(m: &RunMetrics<'_>) -> String {
         ("present", s.present),
         ("missing", s.missing),
         ("failed", s.failed),
+        ("copied", s.copied),
+        ("exported", s.exported),
     ] {
         o.sample(
             "prewarm_images",

@@ -243,7 +243,8 @@ impl Run {
         Ok(exit_status(incomplete))
     }
 
-    /// End a run that writes no report (plan, inventory, prune, bundle verify): its exit status.
+    /// End a run that writes no report (plan, inventory, prune, bundle verify, quay,
+    /// mirror-config): its exit status.
     pub fn exit(self, incomplete: bool) -> i32 {
         exit_status(incomplete)
     }

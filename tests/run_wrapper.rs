@@ -1,8 +1,10 @@
 //! Every command runs inside one wrapper (src/run.rs): `--state` is locked the same way by
-//! every command that takes it, and `--report` writes a report of one shape whatever the
-//! command, with the exit status it implies.
+//! every command that takes it, `--report` writes a report of one shape whatever the command,
+//! with the exit status it implies, and `--metrics` the same metrics from that report.
 
 mod common;
+#[path = "support/prom.rs"]
+mod prom;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -114,8 +116,9 @@ fn every_command_with_a_report_writes_the_same_shape() {
     let mut shape: Option<(BTreeSet<String>, BTreeSet<String>)> = None;
     for (command, args) in runs {
         let report = env.path(&format!("{command}.json"));
+        let metrics = env.path(&format!("{command}.prom"));
         let mut args = args.clone();
-        args.extend(["--report", &report]);
+        args.extend(["--report", &report, "--metrics", &metrics]);
         let out = env.prewarm(&args);
         assert_eq!(out.status.code(), Some(0), "{command}");
         let r = read_report(Path::new(&report));
@@ -141,6 +144,7 @@ fn every_command_with_a_report_writes_the_same_shape() {
                 assert!(image.get(key).is_some(), "{command}: {key} in {image}");
             }
         }
+        assert_metrics_of(command, &metrics, &r);
     }
     let (top, summary) = shape.unwrap();
     for key in [
@@ -161,4 +165,54 @@ fn every_command_with_a_report_writes_the_same_shape() {
     ] {
         assert!(summary.contains(key), "{key} in {summary:?}");
     }
+}
+
+/// The `--metrics` file of `command`'s run says what its report says.
+fn assert_metrics_of(command: &str, path: &str, report: &serde_json::Value) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{command}: {path}: {e}"));
+    let samples = prom::parse_prometheus(&text);
+    let value = |name: &str, status: Option<&str>| {
+        let found: Vec<f64> = samples
+            .iter()
+            .filter(|(n, labels, _)| {
+                n == name
+                    && labels.get("command").map(String::as_str) == Some(command)
+                    && labels.get("status").map(String::as_str) == status
+            })
+            .map(|s| s.2)
+            .collect();
+        assert_eq!(found.len(), 1, "{command}: {name} {status:?} in\n{text}");
+        found[0]
+    };
+    let summary = &report["summary"];
+    let count = |key: &str| summary[key].as_f64().unwrap();
+    // Every image under one status, copy's, export's and import's too.
+    let mut images = 0.0;
+    for status in [
+        "warmed", "cached", "present", "missing", "failed", "copied", "exported",
+    ] {
+        let n = value("prewarm_images", Some(status));
+        assert_eq!(n, count(status), "{command}: {status}");
+        images += n;
+    }
+    assert_eq!(images, count("images"), "{command}");
+    assert_eq!(value("prewarm_failures", None), 0.0, "{command}");
+    assert_eq!(
+        value("prewarm_requests", None),
+        count("requests"),
+        "{command}"
+    );
+    assert_eq!(
+        value("prewarm_bytes_transferred", None),
+        count("bytes_transferred"),
+        "{command}"
+    );
+    let finished = value("prewarm_last_run_timestamp_seconds", None);
+    assert!(finished > 1.7e9, "{command}: {finished}");
+    // No image failed: this run is the last success (as recorded a moment before).
+    let success = value("prewarm_last_success_timestamp_seconds", None);
+    assert!(
+        success <= finished && success >= finished - 5.0,
+        "{command}: {success} {finished}"
+    );
 }

@@ -34,6 +34,9 @@ pub struct CopyArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write Prometheus text metrics here, atomically (node_exporter's textfile collector).
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
     /// Resolve tags against the source registries or through the cache.
     #[arg(long, value_enum, value_name = "VIA")]
     pub resolve: Option<ResolveVia>,
@@ -96,6 +99,9 @@ pub struct ExportArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write Prometheus text metrics here, atomically (node_exporter's textfile collector).
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
     /// Resolve tags against the source registries or through the cache.
     #[arg(long, value_enum, value_name = "VIA")]
     pub resolve: Option<ResolveVia>,
@@ -124,6 +130,9 @@ pub struct ImportArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write Prometheus text metrics here, atomically (node_exporter's textfile collector).
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
     /// Write the cluster resources (IDMS, ITMS, CatalogSource, ClusterCatalog, signature
     /// ConfigMaps, UpdateService) for what this run placed into DIR. Default:
     /// `cluster-resources/` beside `--report`; with neither, none are written.

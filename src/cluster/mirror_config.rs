@@ -295,8 +295,10 @@ pub fn render(mapping: &Mapping, format: Format, opts: &Options) -> String {
     }
 }
 
-/// `prewarm mirror-config`.
+/// `prewarm mirror-config`, as one run (see [`crate::run`]): it keeps no state and writes no
+/// report, so its exit status is the wrapper's for a run with nothing incomplete.
 pub async fn run(args: &MirrorConfigArgs, global: &crate::args::Global) -> Result<i32> {
+    let run = crate::run::Run::start("mirror-config");
     let mapping = args.site.mapping(global).await?;
     let opts = Options {
         insecure: args.insecure,
@@ -310,5 +312,5 @@ pub async fn run(args: &MirrorConfigArgs, global: &crate::args::Global) -> Resul
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => print!("{text}"),
     }
-    Ok(0)
+    Ok(run.exit(false))
 }

@@ -137,7 +137,8 @@ pub async fn copy(args: &CopyArgs, global: &Global) -> Result<i32> {
     let (registries, target) = with_destination(registries, &dest, &job, &args.destination)?;
     let run = run
         .keep(shipped_state(&args.shipped))?
-        .report_to(args.report.as_deref());
+        .report_to(args.report.as_deref())
+        .metrics_to(args.metrics.as_deref());
     let reporter = progress::for_run(global.quiet);
     let plan = plan_for_transfer(&job, &registries, reporter.as_ref()).await?;
     let totals = transfer::Totals::default();
@@ -193,7 +194,10 @@ pub async fn export(args: &ExportArgs, global: &Global) -> Result<i32> {
         Some(_) => Keep::State(args.shipped.state.clone()),
         None => Keep::Nothing,
     };
-    let run = run.keep(keep)?.report_to(args.report.as_deref());
+    let run = run
+        .keep(keep)?
+        .report_to(args.report.as_deref())
+        .metrics_to(args.metrics.as_deref());
     // `--since-last SITE`: what earlier bundles carried to SITE is left out, and the last
     // of them is this bundle's base.
     let (have, base) = match (&args.have, &args.since_last) {
@@ -413,7 +417,8 @@ pub async fn import(args: &ImportArgs, global: &Global) -> Result<i32> {
     let target = registries.client(&dest.host)?;
     let run = run
         .keep(shipped_state(&args.shipped))?
-        .report_to(args.report.as_deref());
+        .report_to(args.report.as_deref())
+        .metrics_to(args.metrics.as_deref());
     // The executors take a job; an import has none.
     let job = Arc::new(empty_job()?);
     let reporter = progress::for_run(global.quiet);

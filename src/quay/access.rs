@@ -55,7 +55,7 @@ fn valid_short(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<i32> {
+pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<bool> {
     if !valid_short(&args.robot) {
         bail!(
             "--robot: `{}` is not a Quay robot name (lowercase letter, then [a-z0-9_])",
@@ -105,7 +105,7 @@ pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<i32> 
             "{out} not written: {failed} of {} orgs failed; an existing file is left as it was",
             orgs.len()
         );
-        return Ok(1);
+        return Ok(true);
     }
     let text = serde_json::to_string_pretty(&serde_json::json!({ "auths": auths }))? + "\n";
     if std::fs::read(&args.output).ok().as_deref() == Some(text.as_bytes()) {
@@ -114,7 +114,7 @@ pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<i32> 
         crate::fsutil::write_private(&args.output, text.as_bytes())?;
         println!("{} robots' credentials written to {out}", auths.len());
     }
-    Ok(0)
+    Ok(false)
 }
 
 /// Team `team` (role member) holding robot `org+short`, each made only when missing; the
@@ -145,7 +145,7 @@ async fn grant(
     Ok((robot, did))
 }
 
-pub async fn quota(args: &QuotaArgs, global: &Global) -> Result<i32> {
+pub async fn quota(args: &QuotaArgs, global: &Global) -> Result<bool> {
     let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     let mut failed = 0;
     for o in &orgs {
@@ -209,5 +209,5 @@ pub async fn quota(args: &QuotaArgs, global: &Global) -> Result<i32> {
         orgs.len(),
         mapping.cache.host
     );
-    Ok(if failed == 0 { 0 } else { 1 })
+    Ok(failed > 0)
 }

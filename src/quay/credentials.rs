@@ -42,7 +42,7 @@ struct Scratch {
     made: bool,
 }
 
-pub async fn run(args: &CredentialsArgs, global: &Global) -> Result<i32> {
+pub async fn run(args: &CredentialsArgs, global: &Global) -> Result<bool> {
     let secrets = AuthStore::load(&args.pull_secret)?;
     let ps = args.pull_secret.display();
     let (mapping, orgs) = super::cache_orgs(&args.conn, global).await?;
@@ -135,7 +135,7 @@ pub async fn run(args: &CredentialsArgs, global: &Global) -> Result<i32> {
             format!("{failed} failed")
         }
     );
-    Ok(if failed == 0 { 0 } else { 1 })
+    Ok(failed > 0)
 }
 
 /// The pull secret's credentials for an org's source: the most specific key

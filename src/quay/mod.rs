@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::args::Global;
+use crate::run::Run;
 use crate::upstreams::{CacheOrg, Mapping, SiteArgs};
 use client::{Connection, QuayClient, Token};
 
@@ -153,13 +154,24 @@ pub async fn connect(args: &ConnArgs, mapping: &Mapping) -> Result<QuayClient> {
     Ok(client)
 }
 
+/// `prewarm quay …` as one run (see [`crate::run`]): each subcommand says whether anything
+/// failed, and the run wrapper gives the exit status.
 pub async fn run(args: &QuayArgs, global: &Global) -> Result<i32> {
-    match &args.command {
+    let run = Run::start(match &args.command {
+        QuayCommand::Orgs(OrgsCommand::Create(_)) => "quay orgs create",
+        QuayCommand::Orgs(OrgsCommand::Delete(_)) => "quay orgs delete",
+        QuayCommand::Orgs(OrgsCommand::Status(_)) => "quay orgs status",
+        QuayCommand::Credentials(_) => "quay credentials",
+        QuayCommand::PullAccess(_) => "quay pull-access",
+        QuayCommand::Quota(_) => "quay quota",
+    });
+    let incomplete = match &args.command {
         QuayCommand::Orgs(OrgsCommand::Create(a)) => orgs::create(a, global).await,
         QuayCommand::Orgs(OrgsCommand::Delete(a)) => orgs::delete(a, global).await,
         QuayCommand::Orgs(OrgsCommand::Status(a)) => orgs::status(a, global).await,
         QuayCommand::Credentials(a) => credentials::run(a, global).await,
         QuayCommand::PullAccess(a) => access::pull_access(a, global).await,
         QuayCommand::Quota(a) => access::quota(a, global).await,
-    }
+    }?;
+    Ok(run.exit(incomplete))
 }

@@ -119,7 +119,7 @@ struct Tally {
     failed: usize,
 }
 
-pub async fn create(args: &CreateArgs, global: &Global) -> Result<i32> {
+pub async fn create(args: &CreateArgs, global: &Global) -> Result<bool> {
     let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     let mut t = Tally::default();
     for o in &orgs {
@@ -156,7 +156,7 @@ pub async fn create(args: &CreateArgs, global: &Global) -> Result<i32> {
         t.differs,
         t.failed
     );
-    Ok(if t.failed + t.differs == 0 { 0 } else { 1 })
+    Ok(t.failed + t.differs > 0)
 }
 
 enum Outcome {
@@ -216,7 +216,7 @@ async fn create_one(
     }
 }
 
-pub async fn delete(args: &DeleteArgs, global: &Global) -> Result<i32> {
+pub async fn delete(args: &DeleteArgs, global: &Global) -> Result<bool> {
     let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     if !args.yes {
         eprint!(
@@ -231,7 +231,7 @@ pub async fn delete(args: &DeleteArgs, global: &Global) -> Result<i32> {
         std::io::stdin().lock().read_line(&mut answer).ok();
         if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
             eprintln!("nothing deleted");
-            return Ok(1);
+            return Ok(true);
         }
     }
     let (mut deleted, mut absent, mut failed) = (0, 0, 0);
@@ -259,7 +259,7 @@ pub async fn delete(args: &DeleteArgs, global: &Global) -> Result<i32> {
     if deleted > 0 {
         println!("Quay deletes orgs in the background and keeps their names reserved until its namespace garbage collection purges them (about a minute with its worker running): `orgs create` of these names fails with \"Username is not available\" until then.");
     }
-    Ok(if failed == 0 { 0 } else { 1 })
+    Ok(failed > 0)
 }
 
 /// Whether the upstream answers `GET /v2/` from here, reached as Quay's config for the org says:
@@ -306,7 +306,7 @@ async fn probe(o: &CacheOrg, config: Option<&ProxyCache>) -> String {
     }
 }
 
-pub async fn status(args: &StatusArgs, global: &Global) -> Result<i32> {
+pub async fn status(args: &StatusArgs, global: &Global) -> Result<bool> {
     let (_, orgs, client) = super::open(&args.conn, global).await?;
     println!(
         "{:<40} {:<40} {:<12} {:<12} REACHABLE",
@@ -354,5 +354,5 @@ pub async fn status(args: &StatusArgs, global: &Global) -> Result<i32> {
         );
     }
     println!("CREDENTIALS: Quay's API never returns upstream credentials; `prewarm quay credentials` reports what it sets.");
-    Ok(if failed == 0 { 0 } else { 1 })
+    Ok(failed > 0)
 }

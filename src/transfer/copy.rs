@@ -5,20 +5,18 @@
 //! (streamed from the source through a verifying, Range-resumed body, never whole in memory),
 //! then cross-repository mounted into the others; a blob a destination repository already
 //! holds is skipped. As soon as an image's blobs are all there, its manifests are pushed byte
-//! for byte, children before their index, by digest, and then its tag, so a tag never points
-//! at something incomplete.
-
-use std::future::Future;
+//! for byte, children before their index, by digest, each once per repository in a run; the
+//! tags of the images that arrived whole come after every image's manifests (see
+//! [`super::manifest_push`]), so a tag never points at something incomplete.
 
 use anyhow::Result;
-use bytes::Bytes;
 
 use super::destination::Destination;
+use super::manifest_push::ManifestPush;
 use super::remote::{done_of, RegistrySink, RegistrySource};
 use super::scheduler::{Arrangement, Chain, Done, Task};
 use super::{ImageOutcomes, TransferError, Work};
-use crate::plan::{Plan, PlannedImage};
-use crate::reference::Digest;
+use crate::plan::Plan;
 use crate::registry::RegistryClient;
 use crate::report::{ImageReport, ImageStatus};
 
@@ -27,7 +25,7 @@ struct Copy<'a> {
     plan: &'a Plan,
     dest: &'a Destination,
     source: RegistrySource<'a>,
-    sink: RegistrySink<'a>,
+    push: ManifestPush<'a>,
 }
 
 impl Arrangement for Copy<'_> {
@@ -40,6 +38,7 @@ impl Arrangement for Copy<'_> {
         // One push: the transport retries it under --retries (a new upload session with a
         // freshly read body each time), so the flag means the same here as everywhere.
         let pushed = self
+            .push
             .sink
             .push_blob(
                 &task.repository,
@@ -58,16 +57,16 @@ impl Arrangement for Copy<'_> {
 
     async fn after(&self, i: usize) -> Result<(), TransferError> {
         let image = &self.plan.images[i];
-        push_image(
-            &self.sink,
-            &self.dest.repository(&image.source),
-            image,
-            |digest| async move {
-                let m = self.source.manifest(&image.source, &digest).await?;
-                Ok(Some((m.bytes, m.media_type)))
-            },
-        )
-        .await
+        self.push
+            .image(
+                &self.dest.repository(&image.source),
+                &image.manifests,
+                |digest| async move {
+                    let m = self.source.manifest(&image.source, &digest).await?;
+                    Ok(Some((m.bytes, m.media_type)))
+                },
+            )
+            .await
     }
 }
 
@@ -85,9 +84,11 @@ pub async fn copy(
             job: work.job,
             registries: work.registries,
         },
-        sink: RegistrySink { client: target },
+        push: ManifestPush::new(RegistrySink { client: target }),
     };
     let outcomes = push_plan(work, "copy", plan, dest, &arrangement).await;
+    let push = &arrangement.push;
+    push.tags(plan, dest, &outcomes, work.jobs).await;
     Ok(outcomes.into_reports(plan, pushed_status))
 }
 
@@ -133,39 +134,4 @@ pub(super) fn first_bytes(tasks: &[Task]) -> u64 {
         .filter(|t| seen.insert(&t.digest))
         .map(|t| t.size)
         .sum()
-}
-
-/// Push one image's manifests into `repository`: children, then the top, by digest; then its
-/// tag. `fetch(digest)` gives a manifest's exact bytes and media type, or `None` for one the
-/// destination holds already (then the tag is left as it is).
-pub(super) async fn push_image<F, Fut>(
-    sink: &RegistrySink<'_>,
-    repository: &str,
-    image: &PlannedImage,
-    fetch: F,
-) -> Result<(), TransferError>
-where
-    F: Fn(Digest) -> Fut,
-    Fut: Future<Output = Result<Option<(Bytes, String)>, TransferError>>,
-{
-    let mut top = None;
-    for digest in image
-        .manifests
-        .iter()
-        .skip(1)
-        .chain(image.manifests.first())
-    {
-        if let Some((bytes, media_type)) = fetch(digest.clone()).await? {
-            sink.put_manifest(repository, digest.as_str(), &media_type, bytes.clone())
-                .await?;
-            if digest == &image.digest {
-                top = Some((bytes, media_type));
-            }
-        }
-    }
-    if let (Some(tag), Some((bytes, media_type))) = (image.source.tag(), top) {
-        sink.put_manifest(repository, tag, &media_type, bytes)
-            .await?;
-    }
-    Ok(())
 }

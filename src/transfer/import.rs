@@ -10,7 +10,8 @@
 //! repositories that need a blob get cross-repository mounts; blobs the far site was said to
 //! hold (its inventory) are mounted from where it holds them. As soon as an image's blobs are
 //! there, its manifests (read from the bundle, digests checked) are pushed, children before
-//! their index, then its tag.
+//! their index, each once per repository in a run; the tags of the images that arrived whole
+//! come after every image's manifests (see [`super::manifest_push`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -18,8 +19,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::bundle_source::BundleSource;
-use super::copy::{first_bytes, push_image, pushed_status};
+use super::copy::{first_bytes, pushed_status};
 use super::destination::Destination;
+use super::manifest_push::ManifestPush;
 use super::remote::{done_of, RegistrySink};
 use super::scheduler::{Arrangement, Chain, Done, Task};
 use super::{ImageOutcomes, TransferError, Work};
@@ -103,7 +105,7 @@ pub fn plan_of(bundle: &BundleManifest, dir: &Path) -> Result<Plan> {
 struct Import<'a> {
     plan: &'a Plan,
     dest: &'a Destination,
-    sink: RegistrySink<'a>,
+    push: ManifestPush<'a>,
     source: BundleSource,
     /// Blobs left out of the bundle: the far site's repository that holds each.
     present: BTreeMap<&'a Digest, String>,
@@ -117,6 +119,7 @@ impl Import<'_> {
     /// from the stream (and again from a re-read when the upload broke).
     async fn upload_from_stream(&self, task: &Task) -> Result<Done, TransferError> {
         match self
+            .push
             .sink
             .has_blob(&task.repository, &task.digest, task.size)
             .await
@@ -139,6 +142,7 @@ impl Import<'_> {
                 self.source.reread(&task.digest, task.size)
             };
             let result = self
+                .push
                 .sink
                 .upload(&task.repository, &task.digest, task.size, body)
                 .await;
@@ -154,7 +158,7 @@ impl Import<'_> {
                     attempt += 1;
                     // Streams of one blob (the first pass and re-reads of the bundle), as many
                     // as `--retries` allows any request: the flag means the same here.
-                    if attempt >= self.sink.client.policy().attempts.max(1) {
+                    if attempt >= self.push.sink.client.policy().attempts.max(1) {
                         return Err(e.into());
                     }
                     tracing::debug!("blob {}: {e}; streaming it again", task.digest);
@@ -175,13 +179,14 @@ impl Arrangement for Import<'_> {
             (None, Some(head)) => head.repository.as_str(),
             (None, None) => return self.upload_from_stream(task).await,
         };
-        self.sink
+        self.push
+            .sink
             .push_blob(
                 &task.repository,
                 &task.digest,
                 task.size,
                 Some(from),
-                || self.sink.body_within(from, &task.digest, task.size),
+                || self.push.sink.body_within(from, &task.digest, task.size),
             )
             .await
             .map(done_of)
@@ -197,26 +202,27 @@ impl Arrangement for Import<'_> {
     async fn after(&self, i: usize) -> Result<(), TransferError> {
         let image = &self.plan.images[i];
         let repository = self.dest.repository(&image.source);
-        push_image(&self.sink, &repository, image, |digest| {
-            let repository = &repository;
-            async move {
-                if let (Some(bytes), Some(mt)) = (
-                    self.source.manifest(&digest).await,
-                    self.media_types.get(&digest),
-                ) {
-                    return Ok(Some((bytes, mt.to_string())));
+        self.push
+            .image(&repository, &image.manifests, |digest| {
+                let repository = &repository;
+                async move {
+                    if let (Some(bytes), Some(mt)) = (
+                        self.source.manifest(&digest).await,
+                        self.media_types.get(&digest),
+                    ) {
+                        return Ok(Some((bytes, mt.to_string())));
+                    }
+                    // Left out because the far site holds it: it must be there.
+                    match self.push.sink.has_manifest(repository, &digest).await {
+                        Ok(()) => Ok(None),
+                        Err(e) => Err(TransferError::LeftOutManifest {
+                            digest,
+                            error: Box::new(e),
+                        }),
+                    }
                 }
-                // Left out because the far site holds it: it must be there.
-                match self.sink.has_manifest(repository, &digest).await {
-                    Ok(()) => Ok(None),
-                    Err(e) => Err(TransferError::LeftOutManifest {
-                        digest,
-                        error: Box::new(e),
-                    }),
-                }
-            }
-        })
-        .await
+            })
+            .await
     }
 }
 
@@ -262,7 +268,7 @@ pub async fn import(
     let arrangement = Import {
         plan: &plan,
         dest,
-        sink: RegistrySink { client: target },
+        push: ManifestPush::new(RegistrySink { client: target }),
         source: BundleSource::open(dir, bundle, inside),
         present,
         media_types: bundle
@@ -287,5 +293,7 @@ pub async fn import(
         .finish()
         .await
         .with_context(|| format!("bundle {}", dir.display()))?;
+    let push = &arrangement.push;
+    push.tags(&plan, dest, &outcomes, work.jobs).await;
     Ok(outcomes.into_reports(&plan, pushed_status))
 }

@@ -7,28 +7,24 @@
 //! retried under `--retries` with the file read again, then cross-repository mounts into the
 //! others. As soon as an image's blobs are there, its manifests are pushed byte for byte by
 //! digest, children before their index, each once per repository in a run; the tags of the
-//! images that arrived whole come last (see [`import`]). A missing or corrupt file fails the
+//! images that arrived whole come last (see [`super::manifest_push`]). A missing or corrupt file fails the
 //! images that need it, naming the file; a rerun finds what is there with HEADs and moves no
 //! blob again.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
-use futures::StreamExt;
-use tokio::sync::OnceCell;
 
 use super::copy::{push_plan, pushed_status};
 use super::destination::Destination;
-use super::layout_source::{is_layout, Held, LayoutSource, OCI_LAYOUT_FILE};
+use super::layout_source::{is_layout, LayoutSource, OCI_LAYOUT_FILE};
+use super::manifest_push::ManifestPush;
 use super::remote::{done_of, RegistrySink};
 use super::scheduler::{Arrangement, Done, Task};
 use super::Work;
 use crate::bundle::{BundleManifest, MANIFEST_FILE};
-use crate::plan::{Plan, PlannedImage};
-use crate::reference::Digest;
-use crate::registry::manifest::is_index;
+use crate::plan::Plan;
 use crate::registry::{RegistryClient, RegistryError};
 use crate::report::ImageReport;
 use crate::transfer::TransferError;
@@ -63,17 +59,12 @@ pub fn open(dir: &Path, repository: Option<&str>) -> Result<ImportSource> {
     Ok(ImportSource::Bundle(BundleManifest::load(dir)?))
 }
 
-/// One manifest PUT, awaited by every image that needs it.
-type Once = OnceCell<Result<(), TransferError>>;
-
 struct LayoutImport<'a> {
     work: &'a Work<'a>,
     plan: &'a Plan,
     dest: &'a Destination,
     source: &'a LayoutSource,
-    sink: RegistrySink<'a>,
-    /// Manifest PUTs by digest of this run, per (repository, digest).
-    pushed: Mutex<BTreeMap<(String, Digest), Arc<Once>>>,
+    push: ManifestPush<'a>,
 }
 
 impl Arrangement for LayoutImport<'_> {
@@ -84,6 +75,7 @@ impl Arrangement for LayoutImport<'_> {
     async fn blob(&self, task: &Task, head: Option<&Task>) -> Result<Done, TransferError> {
         let failure = Arc::new(Mutex::new(None));
         let pushed = self
+            .push
             .sink
             .push_blob(
                 &task.repository,
@@ -116,77 +108,27 @@ impl Arrangement for LayoutImport<'_> {
     }
 
     /// The image's manifests by digest, children before their index, each pushed once per
-    /// repository in a run (its tag comes after every image's manifests: see [`import`]).
+    /// repository in a run (its tag comes after every image's manifests).
     async fn after(&self, i: usize) -> Result<(), TransferError> {
         let image = &self.plan.images[i];
         let repository = self.dest.repository(&image.source);
-        for digest in image
-            .manifests
-            .iter()
-            .skip(1)
-            .chain(image.manifests.first())
-        {
-            self.put_once(&repository, digest).await?;
-        }
-        Ok(())
-    }
-}
-
-impl LayoutImport<'_> {
-    fn held(&self, digest: &Digest) -> Result<&Held, TransferError> {
-        self.source
-            .manifest(digest)
-            .ok_or_else(|| TransferError::Layout {
-                path: self.source.path(digest),
-                why: "not read from the layout".into(),
+        self.push
+            .image(&repository, &image.manifests, |digest| async move {
+                let held = self
+                    .source
+                    .manifest(&digest)
+                    .ok_or_else(|| TransferError::Layout {
+                        path: self.source.path(&digest),
+                        why: "not read from the layout".into(),
+                    })?;
+                Ok(Some((held.bytes.clone(), held.media_type.clone())))
             })
-    }
-
-    /// PUT the image's top manifest under its tag.
-    async fn put_tag(&self, image: &PlannedImage, tag: &str) -> Result<(), TransferError> {
-        let held = self.held(&image.digest)?;
-        let repository = self.dest.repository(&image.source);
-        self.sink
-            .put_manifest(&repository, tag, &held.media_type, held.bytes.clone())
             .await
-    }
-
-    /// PUT a manifest by digest, once per repository in a run: images sharing it (several
-    /// names of one image, an index's children) wait for that one PUT. Distribution's
-    /// filesystem storage rewrites a manifest's link in place on every PUT of it, so an
-    /// index PUT verifying that child at the same instant would read an empty link and be
-    /// refused.
-    async fn put_once(&self, repository: &str, digest: &Digest) -> Result<(), TransferError> {
-        let cell = self
-            .pushed
-            .lock()
-            .expect("pushed lock")
-            .entry((repository.to_string(), digest.clone()))
-            .or_default()
-            .clone();
-        cell.get_or_init(|| async {
-            let held = self.held(digest)?;
-            self.sink
-                .put_manifest(
-                    repository,
-                    digest.as_str(),
-                    &held.media_type,
-                    held.bytes.clone(),
-                )
-                .await
-        })
-        .await
-        .clone()
     }
 }
 
 /// Push the layout's planned images into `dest`: blobs and manifests by digest on the
-/// scheduler, then the tags of the images that arrived whole.
-///
-/// Tags come last, those of single manifests before those of indexes: distribution's
-/// filesystem storage rewrites a manifest's link in place on every PUT of it, a tag's
-/// included, and a PUT of an index verifying that manifest as its child at the same instant
-/// reads an empty link and is refused.
+/// scheduler, then the tags of the images that arrived whole (see [`super::manifest_push`]).
 pub async fn import(
     work: &Work<'_>,
     source: &LayoutSource,
@@ -199,31 +141,10 @@ pub async fn import(
         plan,
         dest,
         source,
-        sink: RegistrySink { client: target },
-        pushed: Mutex::new(BTreeMap::new()),
+        push: ManifestPush::new(RegistrySink { client: target }),
     };
     let outcomes = push_plan(work, "import", plan, dest, &arrangement).await;
-    let tagged: Vec<(usize, &str)> = plan
-        .images
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !outcomes.has_failed(*i))
-        .filter_map(|(i, image)| Some((i, image.source.tag()?)))
-        .collect();
-    for indexes in [false, true] {
-        let wave = tagged
-            .iter()
-            .filter(|(i, _)| is_index(&plan.images[*i].media_type) == indexes)
-            .map(|&(i, tag)| {
-                let arrangement = &arrangement;
-                async move { (i, arrangement.put_tag(&plan.images[i], tag).await) }
-            });
-        let mut running = futures::stream::iter(wave).buffer_unordered(work.jobs.max(1));
-        while let Some(result) = running.next().await {
-            if let (i, Err(e)) = result {
-                outcomes.fail(i, e);
-            }
-        }
-    }
+    let push = &arrangement.push;
+    push.tags(plan, dest, &outcomes, work.jobs).await;
     outcomes.into_reports(plan, pushed_status)
 }

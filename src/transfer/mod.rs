@@ -8,7 +8,8 @@
 //!   `ref.name` or `--repository`, nested indexes followed, every manifest and blob file
 //!   verified by size and sha256, blobs while streaming).
 //! - Sinks: a pull-through cache (read fully, verify, discard: [`warm`]), a registry
-//!   ([`remote`]: HEAD, mount, upload, manifest PUT, tag), a bundle writer ([`bundle_sink`]:
+//!   ([`remote`]: HEAD, mount, upload, manifest PUT, tag; [`manifest_push`]: each manifest
+//!   once per repository in a run, tags after every image's manifests), a bundle writer ([`bundle_sink`]:
 //!   tar → zstd → segments through a bounded reorder buffer), an OCI image layout directory
 //!   ([`layout_sink`]), and presence checks ([`verify`]).
 //! - [`scheduler`]: each unique blob once per destination, biggest first, `--jobs` at once for
@@ -31,6 +32,7 @@ pub mod import;
 pub mod layout_import;
 pub mod layout_sink;
 pub mod layout_source;
+pub mod manifest_push;
 pub mod remote;
 pub mod scheduler;
 pub mod verify;

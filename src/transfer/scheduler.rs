@@ -5,7 +5,7 @@
 //! already in the order it wants them started (biggest first, or a bundle's stream order),
 //! and an [`Arrangement`] saying what to do before an image's blobs (warm: pull its manifests
 //! through the cache), with each blob, and after an image's blobs (copy, import: push its
-//! manifests, children before the index, then its tag).
+//! manifests, children before the index; the tags follow the whole run).
 //!
 //! The scheduler keeps `jobs` blob transfers in flight, and separately `jobs` manifest stages,
 //! so manifests and blobs are pipelined: an image's blobs start as soon as its manifests are
