@@ -127,7 +127,8 @@ pub async fn open(
 
 /// The mapping and the cache orgs it needs, before anything talks to Quay. With a job, the
 /// upstreams are those of everything its plan would fetch; an org whose upstream the job's
-/// `registries:` moves to another endpoint is said so on stderr.
+/// `registries:` moves to another endpoint is said so on stderr, and so is a job that needs no
+/// built org (`mapping.built_org` is then `None`).
 pub async fn cache_orgs(args: &ConnArgs, global: &Global) -> Result<(Mapping, Vec<CacheOrg>)> {
     let mapping = args.site.mapping(global).await?;
     let orgs = mapping.cache_orgs()?;
@@ -135,6 +136,16 @@ pub async fn cache_orgs(args: &ConnArgs, global: &Global) -> Result<(Mapping, Ve
         if let Some(note) = o.endpoint_note() {
             eprintln!("note: {note}");
         }
+    }
+    match (&mapping.built_org, &args.site.job) {
+        (Some(built), _) if orgs.iter().any(|o| &o.org == built) => bail!(
+            "cache.built_org: `{built}` is also a cache org; the built org must be a regular org of its own"
+        ),
+        (None, Some(job)) => eprintln!(
+            "note: {}: no catalog has package filters and no graph image is configured: warm builds nothing, so no built org (cache.built_org) is needed",
+            job.display()
+        ),
+        _ => {}
     }
     Ok((mapping, orgs))
 }
