@@ -72,8 +72,10 @@ pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<i32> 
     let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     let mut auths = BTreeMap::new();
     let mut failed = 0;
-    let mut targets: Vec<(&str, TeamRole)> =
-        orgs.iter().map(|o| (o.org.as_str(), TeamRole::Member)).collect();
+    let mut targets: Vec<(&str, TeamRole)> = orgs
+        .iter()
+        .map(|o| (o.org.as_str(), TeamRole::Member))
+        .collect();
     if let Some(built) = &mapping.built_org {
         targets.push((built, TeamRole::Creator));
     }

@@ -56,8 +56,9 @@ pub enum QuayCommand {
         after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay credentials --quay mirror.example:8443 --pull-secret pull-secret.json\n  prewarm quay credentials --job job.yaml --token-file token --pull-secret ps.json --registry quay.io\n\nWithout --registry: every upstream of the domain list / job that the pull secret has (the\nothers are listed). Each org's new config is validated by Quay (validateproxycache, on a\nscratch org named for the run since Quay refuses to validate an org that has a config) before\nthe current one is deleted; only \"Valid\" counts (\"Anonymous\" means Quay could not log in\nwith the credentials). If the POST fails the old upstream settings are put back. Quay never\nreturns credentials, so credentials set earlier cannot be restored."
     )]
     Credentials(credentials::CredentialsArgs),
-    /// Give the cluster pull access: per cache org a team (role member) and a robot in it;
-    /// writes the robots' credentials as a pull secret.
+    /// Give the cluster pull access: per cache org a team (role member) and a robot in it, and
+    /// in the job's built org a team with role creator (push); writes the robots' credentials
+    /// as a pull secret.
     #[command(
         after_help = "Example:\n  prewarm quay pull-access --quay mirror.example:8443 --token-file token --output cache-pull-secret.json\n\nThe file has one `auths` entry per cache org (`mirror.example:8443/cache_quay_io`), the form\ncontainers and OpenShift accept for namespace-scoped credentials. It is written with mode 0600,\natomically, and only when every org succeeded; a rerun makes nothing new and leaves it as it was."
     )]
@@ -71,17 +72,20 @@ pub enum QuayCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OrgsCommand {
-    /// Create each cache org and its proxy-cache config; leave matching ones alone.
+    /// Create each cache org and its proxy-cache config, and the job's built org (a regular
+    /// org); leave matching ones alone.
     #[command(
         after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay orgs create --quay mirror.example:8443\n  prewarm quay orgs create --job job.yaml --token-file token --expiration 172800 --force\n\nAn org whose config differs is reported and left alone; --force replaces it (DELETE, POST;\nthe old settings are put back if the POST fails).\n\nExit status: 0 when every org is as wanted, 1 when any differs (without --force) or failed."
     )]
     Create(orgs::CreateArgs),
-    /// Delete each cache org (and everything cached in it); asks first unless --yes.
+    /// Delete each cache org (and everything cached in it), and the job's built org; asks
+    /// first unless --yes.
     #[command(
         after_help = "Example:\n  prewarm quay orgs delete --quay mirror.example:8443 --token-file token --yes"
     )]
     Delete(orgs::DeleteArgs),
-    /// A table: org, upstream, expiration, credentials, upstream reachable from here.
+    /// A table: org, upstream, expiration, credentials, upstream reachable from here; and
+    /// whether the job's built org exists as a regular org.
     #[command(
         after_help = "Example:\n  prewarm quay orgs status --quay mirror.example:8443 --token-file token"
     )]

@@ -302,7 +302,11 @@ pub async fn delete(args: &DeleteArgs, global: &Global) -> Result<i32> {
     println!(
         "{} cache orgs{} on {}: {deleted} deleted, {absent} absent already, {failed} failed",
         orgs.len(),
-        if mapping.built_org.is_some() { " and the built org" } else { "" },
+        if mapping.built_org.is_some() {
+            " and the built org"
+        } else {
+            ""
+        },
         mapping.cache.host
     );
     if deleted > 0 {
