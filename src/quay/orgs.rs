@@ -148,15 +148,15 @@ pub async fn create(args: &CreateArgs, global: &Global) -> Result<i32> {
             }
         }
     }
+    let mut built_ok = true;
     if let Some(built) = &mapping.built_org {
         match create_built(&client, built).await {
-            Ok((true, line)) => println!("{built:<40} {:<40} {line}", BUILT_ROLE),
-            Ok((false, line)) => {
-                t.differs += 1;
-                println!("{built:<40} {:<40} {line}", BUILT_ROLE);
+            Ok((ok, line)) => {
+                built_ok = ok;
+                println!("{built:<40} {BUILT_ROLE:<40} {line}");
             }
             Err(e) => {
-                t.failed += 1;
+                built_ok = false;
                 eprintln!("error: {built} (built org): {e:#}");
             }
         }
@@ -171,7 +171,11 @@ pub async fn create(args: &CreateArgs, global: &Global) -> Result<i32> {
         t.differs,
         t.failed
     );
-    Ok(if t.failed + t.differs == 0 { 0 } else { 1 })
+    Ok(if t.failed + t.differs == 0 && built_ok {
+        0
+    } else {
+        1
+    })
 }
 
 /// What the built org is for, in the UPSTREAM column.
