@@ -1586,6 +1586,20 @@ fn the_built_org_is_a_regular_org_its_robot_pushes_into_and_a_rerun_changes_noth
     let (text, _) = expect_exit(&out, 0);
     assert!(text.contains("3 cache orgs and the built org on"), "{text}");
     assert!(site.quay.state().orgs.is_empty());
+    // Quay keeps the deleted names until its namespace GC: create says so for the built org too,
+    // and works once the GC ran.
+    let out = site.run(&["quay", "orgs", "create", "--job", job]);
+    let (_, err) = expect_exit(&out, 1);
+    assert!(
+        err.contains("error: prewarm (built org)")
+            && err.contains("Username is not available")
+            && err.contains("garbage collection"),
+        "{err}"
+    );
+    site.quay.gc_namespaces();
+    let (row, _) = create_built_org(&site, job, 0);
+    assert!(row.ends_with("org created"), "{row}");
+    assert_eq!(site.quay.config("prewarm"), None);
 }
 
 #[test]
