@@ -400,6 +400,13 @@ impl Job {
         }
     }
 
+    /// Whether `warm` builds images into `cache.built_org`: a catalog with package filters (a
+    /// filtered catalog) or a graph-data image.
+    pub fn builds_images(&self) -> bool {
+        self.operators.iter().any(|o| !o.packages.is_empty())
+            || self.graph.as_ref().is_some_and(|g| g.image.is_some())
+    }
+
     pub fn cache(&self) -> Result<&CacheConfig> {
         self.cache.as_ref().ok_or_else(|| {
             anyhow::anyhow!(

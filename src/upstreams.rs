@@ -83,6 +83,9 @@ pub struct Mapping {
     pub mirrors: Vec<Mirror>,
     /// Per upstream host, where the job says it is served from (its `registries:` entries).
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// The regular org `warm` pushes what it builds into (`cache.built_org`): only for a job
+    /// that builds something (see [`Job::builds_images`]).
+    pub built_org: Option<String>,
 }
 
 /// A host line from a domain list, normalised as image references normalise registries
@@ -182,14 +185,19 @@ impl Mapping {
             cache,
             mirrors,
             endpoints: BTreeMap::new(),
+            built_org: None,
         }
     }
 
-    /// The job's `registries:` entries (endpoint, insecure, CA) for the upstream hosts.
+    /// The job's `registries:` entries (endpoint, insecure, CA) for the upstream hosts, and its
+    /// built org when it builds images.
     pub fn with_endpoints(mut self, job: Option<&Job>) -> Mapping {
         if let Some(job) = job {
             for host in job.registries.keys() {
                 self.endpoints.insert(host.clone(), job.endpoint(host));
+            }
+            if job.builds_images() {
+                self.built_org = Some(self.cache.built_org.clone());
             }
         }
         self

@@ -1318,13 +1318,44 @@ fn verify_reads_through_the_cache_orgs_with_the_pull_secret_pull_access_wrote() 
 
 /// One HTTP/1.1 request on a fresh connection: the status and the body.
 fn raw_http(addr: &str, method: &str, target: &str, authorization: &str) -> (u16, String) {
+    raw_http_body(addr, method, target, authorization, b"")
+}
+
+/// [`raw_http`] with a request body.
+fn raw_http_body(
+    addr: &str,
+    method: &str,
+    target: &str,
+    authorization: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let (status, _, body) = exchange(addr, method, target, authorization, body);
+    (status, body)
+}
+
+/// [`raw_http`], returning the response head instead of the body.
+fn raw_http_head(addr: &str, method: &str, target: &str, authorization: &str) -> (u16, String) {
+    let (status, head, _) = exchange(addr, method, target, authorization, b"");
+    (status, head)
+}
+
+/// One request on a fresh connection: the status, the response head and its body.
+fn exchange(
+    addr: &str,
+    method: &str,
+    target: &str,
+    authorization: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     use std::io::Read;
     let mut c = std::net::TcpStream::connect(addr).unwrap();
     write!(
         c,
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     )
     .unwrap();
+    c.write_all(body).unwrap();
     let mut text = String::new();
     c.read_to_string(&mut text).unwrap();
     let status = text
@@ -1332,6 +1363,293 @@ fn raw_http(addr: &str, method: &str, target: &str, authorization: &str) -> (u16
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|b| b.1).unwrap_or("");
-    (status, body.to_string())
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+/// A job (with the site's domain list, so nothing is fetched to find the upstreams) whose
+/// catalog has package filters when `filtered`: warm then builds a filtered catalog into the
+/// built org.
+fn built_job(site: &Site, filtered: bool) -> PathBuf {
+    let packages = if filtered {
+        "  packages:\n  - name: some-operator\n"
+    } else {
+        ""
+    };
+    let path = site.dir.join("built-job.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "cache:\n  host: {}\n  built_org: prewarm\noperators:\n- catalog: registry.redhat.io/redhat/redhat-operator-index:v4.20\n{packages}",
+            site.quay.host()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `orgs create --job JOB`, expecting `code`: the built org's row and all of stdout.
+fn create_built_org(site: &Site, job: &str, code: i32) -> (String, String) {
+    let out = site.run(&["quay", "orgs", "create", "--job", job]);
+    let (text, _) = expect_exit(&out, code);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("prewarm "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_string();
+    (row, text)
+}
+
+/// `user:token` of the pull secret's entry for `key`.
+fn entry(ps: &std::path::Path, key: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ps).unwrap()).unwrap();
+    let auth = v["auths"][key]["auth"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {v}"));
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Push `body` as a blob into `repo` through the double as `creds` (`user:token`), Quay's way:
+/// a registry token for `pull,push`, then an upload (POST, then PUT with the bytes and the
+/// digest). The HTTP status of the first refused step, else of the PUT.
+fn push_blob(site: &Site, creds: &str, repo: &str, body: &[u8]) -> u16 {
+    let digest = format!("sha256:{}", common::sha256_hex(body));
+    let host = site.quay.host();
+    let (status, text) = raw_http(
+        &host,
+        "GET",
+        &format!("/v2/auth?service={host}&scope=repository:{repo}:pull,push"),
+        &format!("Basic {}", b64(creds)),
+    );
+    assert_eq!(status, 200, "{text}");
+    let token: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let (status, head) = raw_http_head(
+        &host,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &bearer,
+    );
+    if status != 202 {
+        return status;
+    }
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: "))
+        .unwrap_or_else(|| panic!("no Location: {head}"));
+    // The registry behind the double names itself; the path is what goes back through Quay.
+    let path = location
+        .trim()
+        .splitn(4, '/')
+        .nth(3)
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default();
+    let sep = if path.contains('?') { '&' } else { '?' };
+    raw_http_body(
+        &host,
+        "PUT",
+        &format!("{path}{sep}digest={digest}"),
+        &bearer,
+        body,
+    )
+    .0
+}
+
+#[test]
+fn the_built_org_is_a_regular_org_its_robot_pushes_into_and_a_rerun_changes_nothing() {
+    let mut site = Site::new("built");
+    let registry = common::plain_registry(&site.dir, "built-storage");
+    site.quay.serve_registry(registry.addr.parse().unwrap());
+    let job = built_job(&site, true);
+    let job = job.to_str().unwrap();
+
+    let (row, text) = create_built_org(&site, job, 0);
+    assert!(
+        row.contains("regular, no proxy cache") && row.ends_with("org created"),
+        "{text}"
+    );
+    {
+        let s = site.quay.state();
+        let mut want = ORGS.to_vec();
+        want.push("prewarm");
+        want.sort();
+        assert_eq!(s.orgs.keys().map(String::as_str).collect::<Vec<_>>(), want);
+    }
+    assert_eq!(site.quay.config("prewarm"), None);
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 86400, None))
+    );
+    // The built org is a bare POST of the org: no proxy-cache call ever names it.
+    let writes = site.quay.writes();
+    assert_eq!(writes.len(), 7, "{writes:?}");
+    assert!(
+        !writes.iter().any(|w| w.contains("/prewarm/")),
+        "{writes:?}"
+    );
+
+    let ps = site.dir.join("ps.json");
+    let ps_arg = ps.to_str().unwrap();
+    let out = site.run(&["quay", "pull-access", "--job", job, "--output", ps_arg]);
+    let (text, _) = expect_exit(&out, 0);
+    assert!(text.contains("4 robots' credentials written"), "{text}");
+    {
+        let s = site.quay.state();
+        let team = &s.orgs["prewarm"].teams["pullers"];
+        assert_eq!(team.0, "creator");
+        assert!(team.1.contains("prewarm+puller"));
+        assert_eq!(s.orgs["cache_quay_io"].teams["pullers"].0, "member");
+    }
+    let host = site.quay.host();
+    let robot = entry(&ps, &format!("{host}/prewarm"));
+    let cache_robot = entry(&ps, &format!("{host}/cache_quay_io"));
+    for c in [&robot, &cache_robot] {
+        site.secrets.push(c.split_once(':').unwrap().1.to_string());
+    }
+    assert!(robot.starts_with("prewarm+puller:"), "{robot}");
+
+    // The built org's robot writes there (the push creates the repository), and the bytes are
+    // in the registry behind Quay; a cache org's robot may not, nor the built org's robot
+    // into a cache org.
+    let body = b"what warm builds: a filtered catalog layer".to_vec();
+    assert_eq!(
+        push_blob(&site, &robot, "prewarm/redhat/redhat-operator-index", &body),
+        201
+    );
+    {
+        let digest = format!("sha256:{}", common::sha256_hex(&body));
+        let (status, got) = raw_http(
+            &registry.addr,
+            "GET",
+            &format!("/v2/prewarm/redhat/redhat-operator-index/blobs/{digest}"),
+            "none",
+        );
+        assert_eq!((status, got.as_bytes()), (200, &body[..]));
+    }
+    assert_eq!(push_blob(&site, &cache_robot, "prewarm/other", b"x"), 401);
+    assert_eq!(push_blob(&site, &robot, "cache_quay_io/other", b"y"), 401);
+    // Pushing again into the repository it created: the robot is its admin.
+    assert_eq!(
+        push_blob(&site, &robot, "prewarm/redhat/redhat-operator-index", b"z"),
+        201
+    );
+
+    // Reruns change nothing on Quay, and the pull secret stays byte-identical.
+    let before = std::fs::read(&ps).unwrap();
+    site.quay.clear_log();
+    let out = site.run(&["quay", "orgs", "create", "--job", job]);
+    let (text, _) = expect_exit(&out, 0);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("prewarm ") && l.ends_with(" unchanged")),
+        "{text}"
+    );
+    let out = site.run(&["quay", "pull-access", "--job", job, "--output", ps_arg]);
+    expect_exit(&out, 0);
+    assert!(site.quay.writes().is_empty(), "{:?}", site.quay.writes());
+    assert_eq!(std::fs::read(&ps).unwrap(), before);
+
+    // A team of that name made by hand with role member is raised to creator.
+    site.quay
+        .state()
+        .orgs
+        .get_mut("prewarm")
+        .unwrap()
+        .teams
+        .get_mut("pullers")
+        .unwrap()
+        .0 = "member".into();
+    let out = site.run(&["quay", "pull-access", "--job", job, "--output", ps_arg]);
+    let (text, _) = expect_exit(&out, 0);
+    assert!(text.contains("team role member → creator"), "{text}");
+    assert_eq!(
+        site.quay.state().orgs["prewarm"].teams["pullers"].0,
+        "creator"
+    );
+
+    let out = site.run(&["quay", "orgs", "status", "--no-probe", "--job", job]);
+    let (text, _) = expect_exit(&out, 0);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("prewarm ")
+                && l.ends_with("built org: regular org (no proxy cache)")),
+        "{text}"
+    );
+
+    // Delete takes the built org with the cache orgs.
+    let out = site.run(&["quay", "orgs", "delete", "--yes", "--job", job]);
+    let (text, _) = expect_exit(&out, 0);
+    assert!(text.contains("3 cache orgs and the built org on"), "{text}");
+    assert!(site.quay.state().orgs.is_empty());
+    // Quay keeps the deleted names until its namespace GC: create says so for the built org too,
+    // and works once the GC ran.
+    let out = site.run(&["quay", "orgs", "create", "--job", job]);
+    let (_, err) = expect_exit(&out, 1);
+    assert!(
+        err.contains("error: prewarm (built org)")
+            && err.contains("Username is not available")
+            && err.contains("garbage collection"),
+        "{err}"
+    );
+    site.quay.gc_namespaces();
+    let (row, _) = create_built_org(&site, job, 0);
+    assert!(row.ends_with("org created"), "{row}");
+    assert_eq!(site.quay.config("prewarm"), None);
+}
+
+#[test]
+fn a_built_org_with_a_proxy_cache_config_is_reported_and_left_alone() {
+    let site = Site::new("built-proxy");
+    site.quay
+        .add_org("prewarm", Some(config("quay.io", 86400, None)));
+    let job = built_job(&site, true);
+    let job = job.to_str().unwrap();
+    let (row, text) = create_built_org(&site, job, 1);
+    assert!(
+        row.contains("MISCONFIGURED: has a proxy-cache config (upstream quay.io")
+            && row.contains("must be a regular org"),
+        "{text}"
+    );
+    assert_eq!(
+        site.quay.config("prewarm"),
+        Some(config("quay.io", 86400, None))
+    );
+    assert!(
+        !site.quay.writes().iter().any(|w| w.contains("/prewarm")),
+        "{:?}",
+        site.quay.writes()
+    );
+    // The cache orgs are still made.
+    assert_eq!(
+        site.quay.config("cache_quay_io"),
+        Some(config("quay.io", 86400, None))
+    );
+
+    let out = site.run(&["quay", "orgs", "status", "--no-probe", "--job", job]);
+    let (text, _) = expect_exit(&out, 1);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("prewarm ") && l.contains("built org: MISCONFIGURED")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_job_that_builds_nothing_needs_no_built_org() {
+    let site = Site::new("built-none");
+    let job = built_job(&site, false);
+    let out = site.run(&["quay", "orgs", "create", "--job", job.to_str().unwrap()]);
+    let (text, err) = expect_exit(&out, 0);
+    assert!(
+        err.contains("no catalog has package filters and no graph image is configured")
+            && err.contains("no built org (cache.built_org) is needed"),
+        "{err}"
+    );
+    assert!(!text.contains("prewarm "), "{text}");
+    assert!(!site.quay.state().orgs.contains_key("prewarm"));
 }

@@ -2,10 +2,11 @@
 //!
 //! Pulling through a Quay cache org needs an authenticated org member; robots belong to one
 //! org, so each cache org gets its own team (role `member`) and robot, and the pull secret
-//! carries one namespace-scoped entry per org (`quay:8443/cache_quay_io`). A rerun changes
-//! nothing: the team's members are read first, existing robots' tokens are read back, and the
-//! output is rewritten only when its bytes would change, atomically, and never after an
-//! error. Quota is one
+//! carries one namespace-scoped entry per org (`quay:8443/cache_quay_io`). A job that builds
+//! images adds its built org (`cache.built_org`, a regular org): there the team has role
+//! `creator`, so its robot can push what `warm` builds. A rerun changes nothing: the team's
+//! members are read first, existing robots' tokens are read back, and the output is rewritten
+//! only when its bytes would change, atomically, and never after an error. Quota is one
 //! `limit_bytes` per org plus optional Warning / Reject limits.
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 
-use super::client::{QuayClient, Robot};
+use super::client::{QuayClient, Robot, TeamRole};
 use super::ConnArgs;
 use crate::args::Global;
 
@@ -71,12 +72,19 @@ pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<bool>
     let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     let mut auths = BTreeMap::new();
     let mut failed = 0;
-    for o in &orgs {
-        match grant(&client, &o.org, &args.team, &args.robot).await {
+    let mut targets: Vec<(&str, TeamRole)> = orgs
+        .iter()
+        .map(|o| (o.org.as_str(), TeamRole::Member))
+        .collect();
+    if let Some(built) = &mapping.built_org {
+        targets.push((built, TeamRole::Creator));
+    }
+    for &(org, role) in &targets {
+        match grant(&client, org, &args.team, &args.robot, role).await {
             Ok((robot, did)) => {
                 println!(
                     "{:<40} robot {} in team {}: {}",
-                    o.org,
+                    org,
                     robot.name,
                     args.team,
                     if did.is_empty() {
@@ -88,13 +96,13 @@ pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<bool>
                 let auth = base64::engine::general_purpose::STANDARD
                     .encode(format!("{}:{}", robot.name, robot.token));
                 auths.insert(
-                    format!("{}/{}", mapping.cache.host, o.org),
+                    format!("{}/{org}", mapping.cache.host),
                     serde_json::json!({ "auth": auth }),
                 );
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {}: {e:#}", o.org);
+                eprintln!("error: {org}: {e:#}");
             }
         }
     }
@@ -103,7 +111,7 @@ pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<bool>
         // A pull secret missing orgs would break pulls that work today: keep what is there.
         eprintln!(
             "{out} not written: {failed} of {} orgs failed; an existing file is left as it was",
-            orgs.len()
+            targets.len()
         );
         return Ok(true);
     }
@@ -117,30 +125,50 @@ pub async fn pull_access(args: &PullAccessArgs, global: &Global) -> Result<bool>
     Ok(false)
 }
 
-/// Team `team` (role member) holding robot `org+short`, each made only when missing; the
-/// robot with its token (read back through the API) and what was done.
+/// Team `team` holding robot `org+short`, each made only when missing; the robot with its
+/// token (read back through the API) and what was done. A cache org's team has role `member`
+/// (members pull through it); the built org's has role `creator` (its robot pushes into it,
+/// creating repositories, and Quay makes it admin of each it creates): a team of that name
+/// with a lesser role is raised to it.
 async fn grant(
     client: &QuayClient,
     org: &str,
     team: &str,
     short: &str,
-) -> Result<(Robot, Vec<&'static str>)> {
+    role: TeamRole,
+) -> Result<(Robot, Vec<String>)> {
     let mut did = Vec::new();
+    if role == TeamRole::Creator {
+        if !client.org_exists(org).await? {
+            bail!("the built org (cache.built_org) does not exist: `prewarm quay orgs create --job JOB` creates it");
+        }
+        match client.team_role(org, team).await?.as_deref() {
+            None => {
+                client.team(org, team, role).await?;
+                did.push("team created (role creator)".to_string());
+            }
+            Some("creator" | "admin") => {}
+            Some(other) => {
+                client.team(org, team, role).await?;
+                did.push(format!("team role {other} → creator"));
+            }
+        }
+    }
     let members = match client.team_members(org, team).await? {
         Some(m) => m,
         None => {
-            client.team(org, team).await?;
-            did.push("team created");
+            client.team(org, team, role).await?;
+            did.push("team created".to_string());
             Vec::new()
         }
     };
     let (robot, created) = client.robot(org, short).await?;
     if created {
-        did.push("robot created");
+        did.push("robot created".to_string());
     }
     if !members.contains(&robot.name) {
         client.add_team_member(org, team, &robot.name).await?;
-        did.push("robot added to the team");
+        did.push("robot added to the team".to_string());
     }
     Ok((robot, did))
 }

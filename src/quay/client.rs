@@ -175,6 +175,31 @@ impl ProxyCacheSpec {
     }
 }
 
+/// What a team prewarm makes lets its robot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeamRole {
+    /// Pulls through a cache org.
+    Member,
+    /// Pushes into a regular org, creating repositories.
+    Creator,
+}
+
+impl TeamRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            TeamRole::Member => "member",
+            TeamRole::Creator => "creator",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            TeamRole::Member => "prewarm: pulls through the cache",
+            TeamRole::Creator => "prewarm: pushes what warm builds",
+        }
+    }
+}
+
 /// A robot account with its token (a secret: only ever written to the pull-secret file).
 #[derive(Clone, Deserialize)]
 pub struct Robot {
@@ -557,13 +582,28 @@ impl QuayClient {
         ))
     }
 
-    /// Create team `team` with role `member`: membership is what lets a robot pull through a
-    /// cache org.
-    pub async fn team(&self, org: &str, team: &str) -> Result<()> {
+    /// The role of team `team` (`member`, `creator`, `admin`), or `None` when the org has no
+    /// such team: Quay lists an org's teams with their roles in `GET …/organization/{org}`
+    /// (endpoints/api/organization.py `org_view`, `teams`), its team endpoint has no GET.
+    pub async fn team_role(&self, org: &str, team: &str) -> Result<Option<String>> {
+        let path = format!("/api/v1/organization/{org}");
+        let (_, text) = self
+            .expect(reqwest::Method::GET, &path, None, &[200])
+            .await?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))?;
+        Ok(v["teams"][team]["role"].as_str().map(str::to_string))
+    }
+
+    /// Create team `team` with `role`, or set the role of the team of that name (Quay's PUT
+    /// creates or updates). `member` lets a robot pull through a cache org; `creator` lets it
+    /// create repositories in a regular org by pushing to them, and Quay makes it the admin of
+    /// each one it creates (data/model/repository.py `create_repository`).
+    pub async fn team(&self, org: &str, team: &str, role: TeamRole) -> Result<()> {
         self.expect(
             reqwest::Method::PUT,
             &format!("/api/v1/organization/{org}/team/{team}"),
-            Some(&json!({ "role": "member", "description": "prewarm: pulls through the cache" })),
+            Some(&json!({ "role": role.name(), "description": role.description() })),
             &[200],
         )
         .await?;

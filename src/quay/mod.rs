@@ -57,8 +57,9 @@ pub enum QuayCommand {
         after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay credentials --quay mirror.example:8443 --pull-secret pull-secret.json\n  prewarm quay credentials --job job.yaml --token-file token --pull-secret ps.json --registry quay.io\n\nWithout --registry: every upstream of the domain list / job that the pull secret has (the\nothers are listed). Each org's new config is validated by Quay (validateproxycache, on a\nscratch org named for the run since Quay refuses to validate an org that has a config) before\nthe current one is deleted; only \"Valid\" counts (\"Anonymous\" means Quay could not log in\nwith the credentials). If the POST fails the old upstream settings are put back. Quay never\nreturns credentials, so credentials set earlier cannot be restored."
     )]
     Credentials(credentials::CredentialsArgs),
-    /// Give the cluster pull access: per cache org a team (role member) and a robot in it;
-    /// writes the robots' credentials as a pull secret.
+    /// Give the cluster pull access: per cache org a team (role member) and a robot in it, and
+    /// in the job's built org a team with role creator (push); writes the robots' credentials
+    /// as a pull secret.
     #[command(
         after_help = "Example:\n  prewarm quay pull-access --quay mirror.example:8443 --token-file token --output cache-pull-secret.json\n\nThe file has one `auths` entry per cache org (`mirror.example:8443/cache_quay_io`), the form\ncontainers and OpenShift accept for namespace-scoped credentials. It is written with mode 0600,\natomically, and only when every org succeeded; a rerun makes nothing new and leaves it as it was."
     )]
@@ -72,17 +73,20 @@ pub enum QuayCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OrgsCommand {
-    /// Create each cache org and its proxy-cache config; leave matching ones alone.
+    /// Create each cache org and its proxy-cache config, and the job's built org (a regular
+    /// org); leave matching ones alone.
     #[command(
         after_help = "Example:\n  PREWARM_QUAY_TOKEN=$(cat token) prewarm quay orgs create --quay mirror.example:8443\n  prewarm quay orgs create --job job.yaml --token-file token --expiration 172800 --force\n\nAn org whose config differs is reported and left alone; --force replaces it (DELETE, POST;\nthe old settings are put back if the POST fails).\n\nExit status: 0 when every org is as wanted, 1 when any differs (without --force) or failed."
     )]
     Create(orgs::CreateArgs),
-    /// Delete each cache org (and everything cached in it); asks first unless --yes.
+    /// Delete each cache org (and everything cached in it), and the job's built org; asks
+    /// first unless --yes.
     #[command(
         after_help = "Example:\n  prewarm quay orgs delete --quay mirror.example:8443 --token-file token --yes"
     )]
     Delete(orgs::DeleteArgs),
-    /// A table: org, upstream, expiration, credentials, upstream reachable from here.
+    /// A table: org, upstream, expiration, credentials, upstream reachable from here; and
+    /// whether the job's built org exists as a regular org.
     #[command(
         after_help = "Example:\n  prewarm quay orgs status --quay mirror.example:8443 --token-file token"
     )]
@@ -128,7 +132,8 @@ pub async fn open(
 
 /// The mapping and the cache orgs it needs, before anything talks to Quay. With a job, the
 /// upstreams are those of everything its plan would fetch; an org whose upstream the job's
-/// `registries:` moves to another endpoint is said so on stderr.
+/// `registries:` moves to another endpoint is said so on stderr, and so is a job that needs no
+/// built org (`mapping.built_org` is then `None`).
 pub async fn cache_orgs(args: &ConnArgs, global: &Global) -> Result<(Mapping, Vec<CacheOrg>)> {
     let mapping = args.site.mapping(global).await?;
     let orgs = mapping.cache_orgs()?;
@@ -136,6 +141,16 @@ pub async fn cache_orgs(args: &ConnArgs, global: &Global) -> Result<(Mapping, Ve
         if let Some(note) = o.endpoint_note() {
             eprintln!("note: {note}");
         }
+    }
+    match (&mapping.built_org, &args.site.job) {
+        (Some(built), _) if orgs.iter().any(|o| &o.org == built) => bail!(
+            "cache.built_org: `{built}` is also a cache org; the built org must be a regular org of its own"
+        ),
+        (None, Some(job)) => eprintln!(
+            "note: {}: no catalog has package filters and no graph image is configured: warm builds nothing, so no built org (cache.built_org) is needed",
+            job.display()
+        ),
+        _ => {}
     }
     Ok((mapping, orgs))
 }

@@ -1,7 +1,9 @@
 //! `prewarm quay orgs create|delete|status`: one `cache_<host>` org per upstream, each with a
-//! proxy-cache config. Create is idempotent: what matches is left alone and said so; what
-//! differs is reported and replaced only when asked (`--force`), and a failed replacement puts
-//! the old settings back.
+//! proxy-cache config, and for a job that builds images (filtered catalogs, the graph image)
+//! its built org (`cache.built_org`), a regular org with no proxy-cache config, never given
+//! one. Create is idempotent: what matches is left alone and said so; what differs is reported
+//! and replaced only when asked (`--force`; never for the built org), and a failed replacement
+//! puts the old settings back.
 
 use std::io::{BufRead, Write};
 
@@ -146,6 +148,19 @@ pub async fn create(args: &CreateArgs, global: &Global) -> Result<bool> {
             }
         }
     }
+    let mut built_ok = true;
+    if let Some(built) = &mapping.built_org {
+        match create_built(&client, built).await {
+            Ok((ok, line)) => {
+                built_ok = ok;
+                println!("{built:<40} {BUILT_ROLE:<40} {line}");
+            }
+            Err(e) => {
+                built_ok = false;
+                eprintln!("error: {built} (built org): {e:#}");
+            }
+        }
+    }
     println!(
         "{} cache orgs on {}: {} created, {} unchanged, {} replaced, {} differ (left alone), {} failed",
         orgs.len(),
@@ -156,7 +171,32 @@ pub async fn create(args: &CreateArgs, global: &Global) -> Result<bool> {
         t.differs,
         t.failed
     );
-    Ok(t.failed + t.differs > 0)
+    Ok(t.failed + t.differs > 0 || !built_ok)
+}
+
+/// What the built org is for, in the UPSTREAM column.
+const BUILT_ROLE: &str = "(built org: regular, no proxy cache)";
+
+/// The built org as a regular org: created when missing (`POST /api/v1/organization/` and
+/// nothing else: it never gets a proxy-cache config). `Ok((false, why))` when it exists with a
+/// proxy-cache config: pushes into such an org go through Quay's proxy model (QUAY.md records
+/// only a superuser pushing there), so it is reported and left alone.
+async fn create_built(client: &QuayClient, org: &str) -> Result<(bool, String)> {
+    if !client.org_exists(org).await? {
+        client.create_org(org).await?;
+        return Ok((true, "org created".into()));
+    }
+    Ok(match client.proxycache(org).await? {
+        None => (true, "unchanged".into()),
+        Some(p) => (false, misconfigured(&p)),
+    })
+}
+
+fn misconfigured(p: &ProxyCache) -> String {
+    format!(
+        "MISCONFIGURED: has a proxy-cache config ({}); the built org must be a regular org (warm pushes into it); left alone",
+        describe(p)
+    )
 }
 
 enum Outcome {
@@ -220,11 +260,15 @@ pub async fn delete(args: &DeleteArgs, global: &Global) -> Result<bool> {
     let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     if !args.yes {
         eprint!(
-            "Delete {} cache orgs on {} and everything cached in them ({} … {})? [y/N] ",
+            "Delete {} cache orgs on {} and everything cached in them ({} … {}){}? [y/N] ",
             orgs.len(),
             mapping.cache.host,
             orgs.first().map(|o| o.org.as_str()).unwrap_or(""),
-            orgs.last().map(|o| o.org.as_str()).unwrap_or("")
+            orgs.last().map(|o| o.org.as_str()).unwrap_or(""),
+            match &mapping.built_org {
+                Some(b) => format!(", and the built org {b} with the images warm built in it"),
+                None => String::new(),
+            }
         );
         std::io::stderr().flush().ok();
         let mut answer = String::new();
@@ -235,25 +279,34 @@ pub async fn delete(args: &DeleteArgs, global: &Global) -> Result<bool> {
         }
     }
     let (mut deleted, mut absent, mut failed) = (0, 0, 0);
-    for o in &orgs {
-        match client.delete_org(&o.org).await {
+    let names = orgs
+        .iter()
+        .map(|o| o.org.as_str())
+        .chain(mapping.built_org.as_deref());
+    for org in names {
+        match client.delete_org(org).await {
             Ok(true) => {
                 deleted += 1;
-                println!("{:<40} deleted", o.org);
+                println!("{org:<40} deleted");
             }
             Ok(false) => {
                 absent += 1;
-                println!("{:<40} absent already", o.org);
+                println!("{org:<40} absent already");
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {}: {e:#}", o.org);
+                eprintln!("error: {org}: {e:#}");
             }
         }
     }
     println!(
-        "{} cache orgs on {}: {deleted} deleted, {absent} absent already, {failed} failed",
+        "{} cache orgs{} on {}: {deleted} deleted, {absent} absent already, {failed} failed",
         orgs.len(),
+        if mapping.built_org.is_some() {
+            " and the built org"
+        } else {
+            ""
+        },
         mapping.cache.host
     );
     if deleted > 0 {
@@ -307,7 +360,7 @@ async fn probe(o: &CacheOrg, config: Option<&ProxyCache>) -> String {
 }
 
 pub async fn status(args: &StatusArgs, global: &Global) -> Result<bool> {
-    let (_, orgs, client) = super::open(&args.conn, global).await?;
+    let (mapping, orgs, client) = super::open(&args.conn, global).await?;
     println!(
         "{:<40} {:<40} {:<12} {:<12} REACHABLE",
         "ORG", "UPSTREAM", "EXPIRATION", "CREDENTIALS"
@@ -352,6 +405,26 @@ pub async fn status(args: &StatusArgs, global: &Global) -> Result<bool> {
             "{:<40} {:<40} {:<12} {:<12} {reachable}",
             o.org, upstream, expiration, "not shown"
         );
+    }
+    if let Some(built) = &mapping.built_org {
+        let state = match client.org_exists(built).await {
+            Ok(false) => Ok("(no org)".to_string()),
+            Ok(true) => client.proxycache(built).await.map(|p| match p {
+                None => "regular org (no proxy cache)".to_string(),
+                Some(p) => {
+                    failed += 1;
+                    misconfigured(&p)
+                }
+            }),
+            Err(e) => Err(e),
+        };
+        match state {
+            Ok(state) => println!("{built:<40} built org: {state}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {built} (built org): {e:#}");
+            }
+        }
     }
     println!("CREDENTIALS: Quay's API never returns upstream credentials; `prewarm quay credentials` reports what it sets.");
     Ok(failed > 0)

@@ -12,7 +12,9 @@
 //! - `POST /api/v1/organization/` → 201 `"Created"`, taken → 400 "A user or organization with
 //!   this name already exists", a DELETED name → 400 "Username is not available" until the
 //!   namespace garbage collection runs ([`QuayDouble::gc_namespaces`]; a real Quay's worker
-//!   takes ~60 s, and never runs without that worker); `GET`/`DELETE …/{org}` → 200/204, else 404;
+//!   takes ~60 s, and never runs without that worker); `GET`/`DELETE …/{org}` → 200/204, else 404
+//!   (the GET lists the org's `teams` with their roles, as endpoints/api/organization.py
+//!   `org_view` does for an admin; QUAY.md is silent on it);
 //! - `GET …/proxycache` → `{"upstream_registry": "", "expiration_s": "", "insecure": ""}` when
 //!   unset; `POST` resolves the upstream's host name first (400 "Cannot resolve hostname
 //!   '<host>'" for a name in [`State::unresolvable`]; the double's DNS knows every other name),
@@ -50,9 +52,11 @@
 //!   immutable tag '<tag>'". Quay's tag API has no proxy-cache check: a cache org's tags delete
 //!   like any others (only a repository in read-only or mirror state answers 503);
 //! - with [`QuayDouble::serve_registry`], the registry side of a cache org at `/v2/`: Quay's
-//!   bearer-token flow (`/v2/auth` takes `robot:token` or `$oauthtoken:<token>` and grants pull
-//!   on the repositories of orgs whose teams hold the robot; anonymous pulls through a cache org
-//!   are refused), every authorised request relayed byte for byte to a real registry standing in
+//!   bearer-token flow (`/v2/auth` takes `robot:token` or `$oauthtoken:<token>`; anonymous
+//!   pulls through a cache org are refused) granting pull and push as quay/quay's
+//!   endpoints/v2/v2auth.py does (see [`may`]: a cache org's teams pull through it; in a
+//!   regular org a `creator` team's robot pushes, creating repositories it then administers),
+//!   every authorised request (GET/HEAD needing pull, the rest push) relayed byte for byte to a real registry standing in
 //!   for Quay's storage (the lab's cache front) — a HEAD on a blob after a whole GET of it, since
 //!   a HEAD on a blob a cache org lacks makes Quay fetch the whole blob from upstream first.
 //!
@@ -170,8 +174,12 @@ pub struct State {
     pub token_expires: SystemTime,
     /// The token expires after this many more `/api/v1` requests (an expiry mid-run).
     pub token_requests_left: Option<usize>,
-    /// Registry bearer tokens handed out by `/v2/auth` → the repositories they may pull.
+    /// Registry bearer tokens handed out by `/v2/auth` → what they may do, as
+    /// `<repository>#pull` / `<repository>#push`.
     pub registry_tokens: BTreeMap<String, BTreeSet<String>>,
+    /// Repository permissions (`org/name` → user or robot → `read`/`write`/`admin`); a push
+    /// that creates a repository makes its pusher admin of it.
+    pub repo_perms: BTreeMap<String, BTreeMap<String, String>>,
     /// Repositories (`org/name`) and their tags, newest last.
     pub repos: BTreeMap<String, Vec<Tag>>,
     /// Repositories a page of `GET /api/v1/repository` (Quay: 100).
@@ -207,6 +215,7 @@ impl QuayDouble {
             token_expires: SystemTime::now() + TOKEN_LIFETIME,
             token_requests_left: None,
             registry_tokens: BTreeMap::new(),
+            repo_perms: BTreeMap::new(),
             repos: BTreeMap::new(),
             repos_per_page: 100,
             log: Vec::new(),
@@ -446,7 +455,7 @@ fn serve(
             body: text_body.clone(),
         });
         match (target.starts_with("/v2/"), registry) {
-            (true, Some(_)) => registry_auth(&mut s, addr, &target, authorization),
+            (true, Some(_)) => registry_auth(&mut s, addr, &method, &target, authorization),
             _ => Some(handle(&mut s, &method, &target, authorization, &text_body)),
         }
     };
@@ -476,6 +485,7 @@ fn serve(
 fn registry_auth(
     s: &mut State,
     addr: SocketAddr,
+    method: &str,
     target: &str,
     authorization: Option<&String>,
 ) -> Option<Reply> {
@@ -516,25 +526,18 @@ fn registry_auth(
             .filter_map(|kv| kv.strip_prefix("scope="))
             .map(|v| v.replace("%3A", ":").replace("%2F", "/"))
         {
-            let Some(repo) = scope
+            let Some((repo, actions)) = scope
                 .strip_prefix("repository:")
                 .and_then(|r| r.rsplit_once(':'))
-                .map(|r| r.0.to_string())
+                .map(|(r, a)| (r.to_string(), a.to_string()))
             else {
                 continue;
             };
             let org = repo.split('/').next().unwrap_or("");
-            // Pulling through a cache org needs a member: a robot in one of the org's teams.
-            let member = match &who {
-                Some(w) if w == "quayadmin" => true,
-                Some(w) => s
-                    .orgs
-                    .get(org)
-                    .is_some_and(|o| o.teams.values().any(|t| t.1.contains(w))),
-                None => false,
-            };
-            if member {
-                granted.insert(repo);
+            for action in actions.split(',') {
+                if may(s, who.as_deref(), &repo, org, action) {
+                    granted.insert(format!("{repo}#{action}"));
+                }
             }
         }
         s.next_id += 1;
@@ -559,12 +562,69 @@ fn registry_auth(
         .iter()
         .find_map(|k| rest.find(k).map(|i| &rest[..i]))
         .unwrap_or(rest);
-    if granted.contains(name) {
+    let action = if matches!(method, "GET" | "HEAD") {
+        "pull"
+    } else {
+        "push"
+    };
+    if granted.contains(&format!("{name}#{action}")) {
         None
     } else {
         Some(unauthorized(
             "access to the requested resource is not authorized",
         ))
+    }
+}
+
+/// Whether `who` (`quayadmin` for the OAuth token's superuser, else a robot) gets `action` on
+/// `repo` in `org`, as quay/quay's endpoints/v2/v2auth.py `_authorize_or_downscope_request`
+/// decides (at ffba0c70; roles from auth/permissions.py): `push` on an existing repository
+/// needs write on it (a repository permission of write or admin, an org-wide admin team) or a
+/// superuser; on a missing one, the org's `creator` or `admin` team role (CreateRepositoryPermission)
+/// — the push creates it and its creator becomes its admin (data/model/repository.py
+/// `create_repository`). `pull` needs read on it, or, in a proxy-cache org, org membership
+/// (OrganizationMemberPermission: any team). A team's `member` and `creator` roles give no
+/// org-wide repository role (TEAM_ORGWIDE_REPO_ROLES).
+fn may(s: &mut State, who: Option<&str>, repo: &str, org: &str, action: &str) -> bool {
+    let Some(who) = who else { return false };
+    let superuser = who == "quayadmin";
+    // The superuser reads anything (the OAuth token's account; the double has no other user).
+    if superuser && action == "pull" {
+        return true;
+    }
+    let Some(o) = s.orgs.get(org) else {
+        return false;
+    };
+    let team_roles: BTreeSet<&str> = o
+        .teams
+        .values()
+        .filter(|t| t.1.contains(who))
+        .map(|t| t.0.as_str())
+        .collect();
+    let repo_role = s.repo_perms.get(repo).and_then(|p| p.get(who)).cloned();
+    let team_admin = team_roles.contains("admin");
+    match action {
+        "push" => {
+            let exists = s.repos.contains_key(repo) || s.repo_perms.contains_key(repo);
+            if exists {
+                superuser || team_admin || matches!(repo_role.as_deref(), Some("write" | "admin"))
+            } else if superuser || team_admin || team_roles.contains("creator") {
+                s.repo_perms
+                    .entry(repo.to_string())
+                    .or_default()
+                    .insert(who.to_string(), "admin".into());
+                true
+            } else {
+                false
+            }
+        }
+        "pull" => {
+            superuser
+                || team_admin
+                || repo_role.is_some()
+                || (o.proxycache.is_some() && !team_roles.is_empty())
+        }
+        _ => false,
     }
 }
 
@@ -740,8 +800,20 @@ fn handle(s: &mut State, method: &str, target: &str, auth: Option<&String>, body
             s.orgs.insert(name.to_string(), Org::default());
             reply(201, json!("Created"))
         }
+        // endpoints/api/organization.py `org_view` / `team_view`: an admin (the superuser here)
+        // sees every team with its role.
         ("GET", ["organization", org]) => match s.orgs.get(*org) {
-            Some(_) => reply(200, json!({"name": org, "email": "", "is_admin": true, "is_member": true})),
+            Some(o) => reply(
+                200,
+                json!({
+                    "name": org, "email": "", "is_admin": true, "is_member": true,
+                    "teams": o.teams.iter().map(|(name, (role, members))| (name.clone(), json!({
+                        "name": name, "description": "", "role": role, "can_view": true,
+                        "repo_count": 0, "member_count": members.len(), "is_synced": false,
+                    }))).collect::<serde_json::Map<String, Value>>(),
+                    "ordered_teams": o.teams.keys().collect::<Vec<_>>(),
+                }),
+            ),
             None => not_found(),
         },
         ("DELETE", ["organization", org]) => match s.orgs.remove(*org) {
